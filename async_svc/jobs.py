@@ -1,0 +1,172 @@
+"""Job intake, lookup and cancellation against the store. Pure data logic; no HTTP here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from common import kafka
+from common.outbox import enqueue
+from common.problems import Problem
+from common.schemas import (
+    DEFAULT_ASYNC_SUMMARY_TOKENS,
+    JobError,
+    JobEvent,
+    JobMessage,
+    JobParams,
+    JobStatus,
+    JobView,
+    Progress,
+)
+from common.store import Database, Job, Notification
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def to_view(job: Job, notifications: list[Notification] | None = None) -> JobView:
+    error = JobError(type=job.error_type, detail=job.error_detail or "") if job.error_type else None
+    return JobView(
+        id=job.id,
+        status=JobStatus(job.status),
+        progress=Progress(chunks_done=job.chunks_done, chunks_total=job.chunks_total),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        summary=job.summary,
+        error=error,
+        notifications=[
+            {"channel": n.channel, "status": n.status, "attempts": n.attempts, "updated_at": n.updated_at.isoformat()}
+            for n in notifications
+        ]
+        if notifications
+        else None,
+        metadata=job.metadata_,
+    )
+
+
+class Conflict(Problem):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            409, "idempotency-key-reused", "Idempotency-Key reused with a different body",
+            f"Idempotency-Key {key!r} was already used for a different request body; use a new key",
+        )
+
+
+class NotFound(Problem):
+    def __init__(self) -> None:
+        super().__init__(404, "not-found", "Not found", "no summary job with this id")
+
+
+async def create_job(
+    db: Database,
+    *,
+    tenant: str,
+    text: str,
+    max_summary_tokens: int | None,
+    language: str,
+    notify: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """Store the job and its Kafka message atomically. Returns (job, created)."""
+    params = JobParams(max_summary_tokens=max_summary_tokens or DEFAULT_ASYNC_SUMMARY_TOKENS, language=language)
+    body_hash = request_hash(
+        {"text": text, "params": params.model_dump(), "notify": notify, "metadata": metadata}
+    )
+    if idempotency_key:
+        existing = await _by_idempotency(db, tenant, idempotency_key)
+        if existing is not None:
+            if existing.request_hash != body_hash:
+                raise Conflict(idempotency_key)
+            return existing, False
+
+    now = datetime.now(UTC)
+    job = Job(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        status=JobStatus.queued.value,
+        params=params.model_dump(),
+        document=text,
+        document_bytes=len(text.encode()),
+        request_hash=body_hash,
+        idempotency_key=idempotency_key,
+        notify=notify,
+        metadata_=metadata,
+        chunks_done=0,
+        chunks_total=0,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    msg = JobMessage(job_id=job.id, tenant=tenant, attempt=1, params=params, enqueued_at=now)
+    try:
+        async with db.transaction() as s:
+            s.add(job)
+            await s.flush()  # the job row exists before the outbox row that points at it
+            enqueue(s, kafka.JOBS, job.id, msg.model_dump(mode="json"))
+    except IntegrityError:
+        # Two requests with one Idempotency-Key raced: the loser returns the winner's job.
+        if idempotency_key:
+            existing = await _by_idempotency(db, tenant, idempotency_key)
+            if existing is not None:
+                if existing.request_hash != body_hash:
+                    raise Conflict(idempotency_key) from None
+                return existing, False
+        raise
+    return job, True
+
+
+async def _by_idempotency(db: Database, tenant: str, key: str) -> Job | None:
+    async with db.session() as s:
+        return (
+            await s.execute(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key))
+        ).scalar_one_or_none()
+
+
+async def get_job(db: Database, tenant: str, job_id: str) -> JobView:
+    async with db.session() as s:
+        job = await s.get(Job, job_id)
+        # Another tenant's id answers exactly like an unknown id.
+        if job is None or job.tenant != tenant:
+            raise NotFound()
+        notes = (await s.execute(select(Notification).where(Notification.job_id == job_id))).scalars().all()
+        return to_view(job, list(notes))
+
+
+async def cancel_job(db: Database, tenant: str, job_id: str) -> JobView:
+    """queued → cancelled (event now); running → cancelling (the worker stops between chunks)."""
+    async with db.transaction() as s:
+        job = await s.get(Job, job_id)
+        if job is None or job.tenant != tenant:
+            raise NotFound()
+        now = datetime.now(UTC)
+        if job.status == JobStatus.queued.value:
+            res = await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now)
+            )
+            if res.rowcount == 1:
+                ev = JobEvent(event_id=f"{job_id}:cancelled", job_id=job_id, type="job.cancelled", at=now)
+                enqueue(s, kafka.EVENTS, job_id, ev.model_dump(mode="json"))
+        elif job.status == JobStatus.running.value:
+            await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.running.value)
+                .values(status=JobStatus.cancelling.value, updated_at=now)
+            )
+        elif JobStatus(job.status).terminal:
+            raise Problem(
+                409, "job-finished", "Job already finished",
+                f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled",
+            )
+    return await get_job(db, tenant, job_id)

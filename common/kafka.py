@@ -1,0 +1,129 @@
+"""Kafka topic names, client factories and topic creation (aiokafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from common.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+JOBS = "precis.jobs"
+JOBS_RETRY = "precis.jobs.retry"
+JOBS_DLQ = "precis.jobs.dlq"
+EVENTS = "precis.events"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+TOPICS = (
+    TopicSpec(JOBS, 6, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+    TopicSpec(JOBS_RETRY, 6, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+    TopicSpec(JOBS_DLQ, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    TopicSpec(EVENTS, 6, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+)
+
+
+def _security_kwargs(s: CommonSettings) -> dict[str, Any]:
+    kw: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
+    if s.kafka_sasl_mechanism:
+        kw["sasl_mechanism"] = s.kafka_sasl_mechanism
+        kw["sasl_plain_username"] = s.kafka_sasl_username
+        kw["sasl_plain_password"] = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kw["ssl_context"] = create_ssl_context()
+    return kw
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def loads(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+def make_producer(s: CommonSettings, client_id: str) -> AIOKafkaProducer:
+    # acks=all + idempotence: a send that returned is on every in-sync replica, once.
+    return AIOKafkaProducer(
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=15000,
+        key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
+        value_serializer=dumps,
+        **_security_kwargs(s),
+    )
+
+
+def make_consumer(s: CommonSettings, *topics: str, group_id: str, client_id: str, **kw: Any) -> AIOKafkaConsumer:
+    # Manual commits only: offsets move after the effect is durable (at-least-once delivery).
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        **_security_kwargs(s),
+        **kw,
+    )
+
+
+async def ensure_topics(s: CommonSettings, timeout_s: float = 60.0) -> None:
+    """Create the platform's topics if missing (idempotent), waiting for the broker to come up."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.2, max=2),
+        retry=retry_if_exception_type((KafkaError, OSError, asyncio.TimeoutError)),
+        reraise=True,
+    ):
+        with attempt:
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers, **_security_kwargs(s))
+            await admin.start()
+            try:
+                existing = set(await admin.list_topics())
+                missing = [
+                    NewTopic(t.name, num_partitions=t.partitions, replication_factor=1 if s.is_local else 3,
+                             topic_configs=t.config)
+                    for t in TOPICS
+                    if t.name not in existing
+                ]
+                if missing:
+                    try:
+                        await admin.create_topics(missing)
+                    except TopicAlreadyExistsError:
+                        pass
+                    log.info("created topics %s", [t.name for t in missing])
+            finally:
+                await admin.close()
+
+
+async def wait_for_broker(s: CommonSettings, timeout_s: float = 60.0) -> None:
+    await ensure_topics(s, timeout_s)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(ensure_topics(CommonSettings()))
+    print("topics ready:", ", ".join(f"{t.name}({t.partitions})" for t in TOPICS))
+    return 0

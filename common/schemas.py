@@ -1,0 +1,174 @@
+"""API and event schemas shared by the services (pydantic v2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+# Public limits, named in every 4xx that enforces them.
+MAX_TEXT_BYTES = 10_000_000          # 10 MB of UTF-8 text per job (claim-check in the store)
+MAX_SUMMARY_TOKENS = 512
+DEFAULT_REALTIME_SUMMARY_TOKENS = 128
+DEFAULT_ASYNC_SUMMARY_TOKENS = 256
+MAX_METADATA_BYTES = 4096
+
+
+class Mode(StrEnum):
+    auto = "auto"
+    realtime = "realtime"
+    async_ = "async"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class Notify(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: EmailStr | None = None
+    webhook_url: AnyHttpUrl | None = None
+
+
+class SummaryRequest(BaseModel):
+    """Body of ``POST /v1/summaries``."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="The text to summarize (UTF-8, at most 10 MB).")
+    mode: Mode = Mode.auto
+    max_summary_tokens: int | None = Field(default=None, ge=1, le=MAX_SUMMARY_TOKENS)
+    language: str = Field(default="auto", pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")
+    notify: Notify | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text must contain at least one non-whitespace character")
+        # The 10 MB size limit is enforced by the services as 413 (not 422), see check_text_size.
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_small(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            import json
+
+            size = len(json.dumps(v).encode())
+            if size > MAX_METADATA_BYTES:
+                raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+        return v
+
+
+def text_size_problem(text: str, limit: int = MAX_TEXT_BYTES):
+    """A 413 problem when ``text`` exceeds ``limit`` UTF-8 bytes, else None."""
+    from common.problems import Problem
+
+    size = len(text.encode("utf-8"))
+    if size > limit:
+        return Problem(413, "text-too-large", "Text too large",
+                       f"text is {size} bytes; the limit is {limit} bytes of UTF-8 text",
+                       limit_bytes=limit, size_bytes=size)
+    return None
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class RealtimeSummary(BaseModel):
+    id: str
+    mode: Literal["realtime"] = "realtime"
+    summary: str
+    model: str
+    usage: Usage
+    timings: dict[str, float]
+
+
+class AsyncAccepted(BaseModel):
+    id: str
+    mode: Literal["async"] = "async"
+    status: JobStatus
+    status_url: str
+
+
+class Progress(BaseModel):
+    chunks_done: int = 0
+    chunks_total: int = 0
+
+
+class JobError(BaseModel):
+    type: str
+    detail: str
+
+
+class JobView(BaseModel):
+    id: str
+    status: JobStatus
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    summary: str | None = None
+    error: JobError | None = None
+    notifications: list[dict[str, Any]] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+# ---- internal HTTP bodies ------------------------------------------------------------------
+
+
+class RealtimeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    max_summary_tokens: int = Field(default=DEFAULT_REALTIME_SUMMARY_TOKENS, ge=1, le=MAX_SUMMARY_TOKENS)
+    language: str = "auto"
+    request_id: str
+
+
+# ---- Kafka messages --------------------------------------------------------------------------
+
+
+class JobParams(BaseModel):
+    max_summary_tokens: int = DEFAULT_ASYNC_SUMMARY_TOKENS
+    language: str = "auto"
+
+
+class JobMessage(BaseModel):
+    """Value on ``precis.jobs`` / ``precis.jobs.retry`` / ``precis.jobs.dlq`` (document stays in the store)."""
+
+    job_id: str
+    tenant: str
+    attempt: int = 1
+    params: JobParams
+    enqueued_at: datetime
+    not_before: datetime | None = None
+    last_error: str | None = None
+
+
+EventType = Literal["job.succeeded", "job.failed", "job.cancelled"]
+
+
+class JobEvent(BaseModel):
+    """Value on ``precis.events``."""
+
+    event_id: str
+    job_id: str
+    type: EventType
+    at: datetime

@@ -1,0 +1,44 @@
+"""Process entry helpers: run a FastAPI app (HTTP services) or a consumer plus its health server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+
+def run_http(app: str, port: int, *, graceful_s: int = 20) -> None:
+    # One process per pod; scale out with replicas (HPA), not workers, so metrics stay per process.
+    uvicorn.run(
+        app,
+        host="0.0.0.0",  # noqa: S104 - inside a pod / on loopback-only dev machines
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_s,
+        proxy_headers=True,
+        lifespan="on",
+    )
+
+
+class _HealthServer(uvicorn.Server):
+    """uvicorn without its signal capture: the consumer owns SIGTERM and drains before exiting."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def health_server(app, port: int) -> uvicorn.Server:  # noqa: ANN001
+    """A uvicorn server for /healthz, /readyz, /metrics beside a consumer loop."""
+    config = uvicorn.Config(app, host="0.0.0.0", port=port, log_config=None, access_log=False, lifespan="off")  # noqa: S104
+    return _HealthServer(config)
+
+
+async def serve_health(server: uvicorn.Server) -> asyncio.Task:
+    return asyncio.create_task(server.serve(), name="health-server")

@@ -1,0 +1,312 @@
+{{/* ------------------------------------------------------------------ names ----------- */}}
+{{- define "precis.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "precis.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<component>"; call with (dict "ctx" $ "component" "gateway") */}}
+{{- define "precis.componentName" -}}
+{{- printf "%s-%s" (include "precis.fullname" .ctx | trunc 50 | trimSuffix "-") .component }}
+{{- end }}
+
+{{- define "precis.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* ------------------------------------------------------------------ labels ---------- */}}
+{{- define "precis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "precis.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "precis.labels" -}}
+helm.sh/chart: {{ include "precis.chart" . }}
+{{ include "precis.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: precis
+{{- end }}
+
+{{/* (dict "ctx" $ "component" "gateway") */}}
+{{- define "precis.componentSelectorLabels" -}}
+{{ include "precis.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "precis.componentLabels" -}}
+{{ include "precis.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* ------------------------------------------------------------------ images ---------- */}}
+{{/* (dict "ctx" $ "image" .Values.image.service) ; tag defaults to appVersion, digest wins */}}
+{{- define "precis.image" -}}
+{{- $tag := default .ctx.Chart.AppVersion .image.tag -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
+{{- end }}
+
+{{- define "precis.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "precis.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "precis.configName" -}}
+{{- include "precis.componentName" (dict "ctx" . "component" "config") }}
+{{- end }}
+
+{{/* ------------------------------------------------------------------ kafka ----------- */}}
+{{- define "precis.strimziClusterName" -}}
+{{- default (include "precis.componentName" (dict "ctx" . "component" "kafka")) .Values.kafka.strimzi.clusterName }}
+{{- end }}
+
+{{- define "precis.kafkaBootstrap" -}}
+{{- if eq .Values.kafka.mode "strimzi" -}}
+{{- $ns := default .Release.Namespace .Values.kafka.strimzi.namespace -}}
+{{- printf "%s-kafka-bootstrap.%s.svc:9092" (include "precis.strimziClusterName" .) $ns -}}
+{{- else -}}
+{{- required "kafka.bootstrapServers is required when kafka.mode=external" .Values.kafka.bootstrapServers -}}
+{{- end -}}
+{{- end }}
+
+{{/* ------------------------------------------------------------------ urls ------------ */}}
+{{- define "precis.publicBaseUrl" -}}
+{{- if .Values.config.publicBaseUrl -}}
+{{- .Values.config.publicBaseUrl -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts -}}
+{{- $host := (first .Values.ingress.hosts).host -}}
+{{- if .Values.ingress.tls }}{{ printf "https://%s" $host }}{{ else }}{{ printf "http://%s" $host }}{{ end -}}
+{{- else -}}
+{{- printf "http://%s:%v" (include "precis.componentName" (dict "ctx" . "component" "gateway")) .Values.gateway.service.port -}}
+{{- end -}}
+{{- end }}
+
+{{- define "precis.tritonRealtimeGrpc" -}}
+{{- printf "%s:%v" (include "precis.componentName" (dict "ctx" . "component" "triton")) .Values.triton.grpcPort -}}
+{{- end }}
+
+{{/* ------------------------------------------------------------------ secrets --------- */}}
+{{- define "precis.secretName" -}}
+{{- required "secrets.existingSecret is required: the chart never renders secret values" .Values.secrets.existingSecret -}}
+{{- end }}
+
+{{/* An env var read from the existing Secret: (dict "ctx" $ "name" "PRECIS_X" "key" "k" "optional" false) */}}
+{{- define "precis.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "precis.secretName" .ctx }}
+      key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end }}
+
+{{/* Use as: {{- with include "precis.kafkaSecretEnv" . }}{{ . | nindent N }}{{ end }} */}}
+{{- define "precis.kafkaSecretEnv" -}}
+{{- if .Values.kafka.saslMechanism -}}
+{{ include "precis.secretEnv" (dict "ctx" . "name" "PRECIS_KAFKA_SASL_PASSWORD" "key" .Values.secrets.keys.kafkaSaslPassword) }}
+{{- end -}}
+{{- end }}
+
+{{/* ------------------------------------------------------------------ pod bits -------- */}}
+{{- define "precis.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* HTTP probes on the service's real endpoints: (dict "ctx" $ "port" "http") */}}
+{{- define "precis.serviceProbes" -}}
+{{- $p := .ctx.Values.probes -}}
+startupProbe:
+  httpGet: {path: /healthz, port: {{ .port }}}
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  timeoutSeconds: {{ $p.startup.timeoutSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+readinessProbe:
+  httpGet: {path: /readyz, port: {{ .port }}}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+livenessProbe:
+  httpGet: {path: /healthz, port: {{ .port }}}
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+{{- end }}
+
+{{/* (dict "ctx" $ "port" "http") */}}
+{{- define "precis.tritonProbes" -}}
+{{- $p := .ctx.Values.triton.probes -}}
+startupProbe:
+  httpGet: {path: /v2/health/ready, port: {{ .port }}}
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  timeoutSeconds: {{ $p.startup.timeoutSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+readinessProbe:
+  httpGet: {path: /v2/health/ready, port: {{ .port }}}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+livenessProbe:
+  httpGet: {path: /v2/health/live, port: {{ .port }}}
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+{{- end }}
+
+{{/* GPU placement: required node affinity on the GPU product label + tolerations.
+     (dict "gpu" .Values.triton.realtime.gpu "affinity" .Values.x.affinity) -> affinity block */}}
+{{- define "precis.gpuAffinity" -}}
+{{- $aff := deepCopy (default (dict) .affinity) -}}
+{{- if .gpu.enabled -}}
+{{- $term := dict "matchExpressions" (list (dict "key" .gpu.productLabel "operator" "In" "values" .gpu.products)) -}}
+{{- $na := dict "requiredDuringSchedulingIgnoredDuringExecution" (dict "nodeSelectorTerms" (list $term)) -}}
+{{- $_ := set $aff "nodeAffinity" (merge $na (default (dict) $aff.nodeAffinity)) -}}
+{{- end -}}
+{{- if $aff -}}
+affinity:
+  {{- toYaml $aff | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The Triton container (realtime Deployment or worker sidecar).
+     (dict "ctx" $ "pool" .Values.triton.realtime "name" "triton" "configMap" "<cm>") */}}
+{{- define "precis.tritonContainer" -}}
+{{- $ctx := .ctx -}}
+{{- $t := $ctx.Values.triton -}}
+- name: {{ .name }}
+  image: {{ include "precis.image" (dict "ctx" $ctx "image" $ctx.Values.image.triton) }}
+  imagePullPolicy: {{ $ctx.Values.image.triton.pullPolicy }}
+  {{- if .sidecar }}
+  # Native sidecar (Kubernetes >= 1.29): starts (and passes its startup probe) before the
+  # worker, and stops only after the worker has drained.
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - --model-repository=/opt/precis/model_repository
+    - --http-port={{ $t.httpPort }}
+    - --grpc-port={{ $t.grpcPort }}
+    - --metrics-port={{ $t.metricsPort }}
+    - --allow-metrics=true
+    - --allow-gpu-metrics={{ .pool.gpu.enabled }}
+    - --strict-readiness=true
+    - --exit-on-error=true
+    - --model-control-mode=none
+    {{- range $t.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  {{- $pre := .portPrefix | default "" }}
+  ports:
+    - {name: {{ $pre }}http, containerPort: {{ $t.httpPort }}, protocol: TCP}
+    - {name: {{ $pre }}grpc, containerPort: {{ $t.grpcPort }}, protocol: TCP}
+    - {name: {{ $pre }}metrics, containerPort: {{ $t.metricsPort }}, protocol: TCP}
+  env:
+    - {name: PRECIS_MODEL_DEVICE, value: {{ .pool.model.device | quote }}}
+    - {name: PRECIS_MODEL_DTYPE, value: {{ .pool.model.dtype | quote }}}
+    {{- if .pool.model.path }}
+    - {name: PRECIS_MODEL_PATH, value: {{ .pool.model.path | quote }}}
+    {{- end }}
+    {{- if .pool.model.engine }}
+    - {name: PRECIS_MODEL_ENGINE, value: {{ .pool.model.engine | quote }}}
+    {{- end }}
+    - {name: PRECIS_LOG_LEVEL, value: {{ $ctx.Values.config.logLevel | quote }}}
+  {{- include "precis.tritonProbes" (dict "ctx" $ctx "port" (printf "%shttp" $pre)) | nindent 2 }}
+  resources:
+    {{- $res := deepCopy .pool.resources }}
+    {{- if .pool.gpu.enabled }}
+    {{- $_ := set $res "limits" (merge (dict .pool.gpu.resourceName (.pool.gpu.count | toString)) (default (dict) $res.limits)) }}
+    {{- $_ := set $res "requests" (merge (dict .pool.gpu.resourceName (.pool.gpu.count | toString)) (default (dict) $res.requests)) }}
+    {{- end }}
+    {{- toYaml $res | nindent 4 }}
+  securityContext:
+    {{- include "precis.containerSecurityContext" $ctx | nindent 4 }}
+    # Triton image's own non-root user (also right when it is a sidecar in a worker pod).
+    runAsUser: {{ $t.podSecurityContext.runAsUser }}
+    runAsGroup: {{ $t.podSecurityContext.runAsGroup }}
+  volumeMounts:
+    - {name: tmp, mountPath: /tmp}
+    - {name: dshm, mountPath: /dev/shm}
+    {{- if .pool.modelConfig.override }}
+    - name: {{ .configVolume }}
+      mountPath: /opt/precis/model_repository/{{ $ctx.Values.config.tritonModel }}/config.pbtxt
+      subPath: config.pbtxt
+      readOnly: true
+    {{- end }}
+    {{- if $t.modelStorage.existingClaim }}
+    - name: models
+      mountPath: {{ $t.modelStorage.mountPath }}
+      {{- with $t.modelStorage.subPath }}
+      subPath: {{ . }}
+      {{- end }}
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/* Volumes the Triton container needs: (dict "ctx" $ "pool" ... "configVolume" "x" "configMap" "cm") */}}
+{{- define "precis.tritonVolumes" -}}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .pool.shmSize }}
+{{- if .pool.modelConfig.override }}
+- name: {{ .configVolume }}
+  configMap:
+    name: {{ .configMap }}
+{{- end }}
+{{- if .ctx.Values.triton.modelStorage.existingClaim }}
+- name: models
+  persistentVolumeClaim:
+    claimName: {{ .ctx.Values.triton.modelStorage.existingClaim }}
+    readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* config.pbtxt for the summarizer model (contract: docs/CONTRACT.md) from a modelConfig block */}}
+{{- define "precis.modelConfigPbtxt" -}}
+{{- $m := .modelConfig -}}
+# Rendered by the precis Helm chart from values (triton.<pool>.modelConfig).
+name: "{{ .name }}"
+backend: "python"
+max_batch_size: {{ $m.maxBatchSize | int64 }}
+input [
+  { name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] },
+  { name: "MAX_TOKENS", data_type: TYPE_INT32, dims: [ 1 ], optional: true },
+  { name: "LANGUAGE", data_type: TYPE_STRING, dims: [ 1 ], optional: true }
+]
+output [
+  { name: "SUMMARY", data_type: TYPE_STRING, dims: [ 1 ] },
+  { name: "INPUT_TOKENS", data_type: TYPE_INT32, dims: [ 1 ] },
+  { name: "OUTPUT_TOKENS", data_type: TYPE_INT32, dims: [ 1 ] }
+]
+instance_group [
+  { count: {{ $m.instanceCount | int64 }}, kind: {{ $m.instanceKind }} }
+]
+dynamic_batching {
+  preferred_batch_size: [ {{ join ", " $m.preferredBatchSizes }} ]
+  max_queue_delay_microseconds: {{ $m.maxQueueDelayMicroseconds | int64 }}
+  default_queue_policy {
+    timeout_action: REJECT
+    default_timeout_microseconds: {{ $m.defaultTimeoutMicroseconds | int64 }}
+    allow_timeout_override: true
+    max_queue_size: {{ $m.maxQueueSize | int64 }}
+  }
+}
+{{- end }}

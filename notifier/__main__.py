@@ -1,0 +1,4 @@
+from notifier.service import main
+
+if __name__ == "__main__":
+    main()

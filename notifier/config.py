@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, model_validator
+
+from common.settings import CommonSettings, refuse_default_secret
+
+DEFAULT_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"precis-local-dev-webhook-secret").decode()
+
+
+class NotifierSettings(CommonSettings):
+    service_name: str = "notifier"
+    group_id: str = "precis-notifier"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_from: str = "Précis <precis@localhost>"
+    smtp_timeout_s: float = Field(default=15.0, gt=0)
+    webhook_secret: SecretStr = SecretStr(DEFAULT_WEBHOOK_SECRET)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    send_attempts: int = Field(default=4, ge=1, le=20)
+    public_base_url: str | None = None
+
+    @model_validator(mode="after")
+    def _secrets(self) -> "NotifierSettings":
+        refuse_default_secret(self, "PRECIS_WEBHOOK_SECRET", self.webhook_secret, DEFAULT_WEBHOOK_SECRET)
+        if not self.webhook_secret.get_secret_value().startswith("whsec_"):
+            raise ValueError("PRECIS_WEBHOOK_SECRET must look like whsec_<base64> (Standard Webhooks)")
+        return self
+
+
+@lru_cache
+def get_settings() -> NotifierSettings:
+    return NotifierSettings()

@@ -1,0 +1,160 @@
+"""Event consumer: one notification per (job, channel), deduplicated in the store, retried with
+backoff; offsets committed after the outcome is recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import aiosmtplib
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from pydantic import ValidationError
+from sqlalchemy import select
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from common import kafka
+from common.logs import setup_logging
+from common.metrics import install_metrics
+from common.schemas import JobEvent
+from common.serve import health_server
+from common.store import Database, Job, Notification
+from notifier.channels import build_email, send_email, send_webhook, webhook_payload
+from notifier.config import NotifierSettings, get_settings
+
+log = logging.getLogger(__name__)
+
+SENT = Counter("precis_notifications_total", "Notifications by channel and outcome", ["channel", "outcome"])
+RETRYABLE = (aiosmtplib.SMTPException, OSError, httpx.HTTPError, asyncio.TimeoutError)
+
+
+class Notifier:
+    def __init__(self, s: NotifierSettings, db: Database, http: httpx.AsyncClient) -> None:
+        self.s = s
+        self.db = db
+        self.http = http
+        self.running = False
+        self.stopping = asyncio.Event()
+
+    async def _claim(self, job_id: str, channel: str, event_id: str) -> bool:
+        """True if this (job, channel) still needs sending."""
+        async with self.db.transaction() as s:
+            row = await s.get(Notification, (job_id, channel))
+            if row is None:
+                s.add(Notification(job_id=job_id, channel=channel, event_id=event_id, status="pending", attempts=0))
+                return True
+            return row.status not in ("sent", "failed")
+
+    async def _record(self, job_id: str, channel: str, status: str, attempts: int, detail: str | None) -> None:
+        async with self.db.transaction() as s:
+            row = await s.get(Notification, (job_id, channel))
+            if row is not None:
+                row.status, row.attempts, row.detail = status, row.attempts + attempts, detail
+
+    async def handle(self, raw: bytes) -> None:
+        try:
+            ev = JobEvent.model_validate(kafka.loads(raw))
+        except (ValidationError, ValueError) as exc:
+            log.error("dropping malformed event: %s", exc)
+            return
+        async with self.db.session() as s:
+            job = (await s.execute(select(Job).where(Job.id == ev.job_id))).scalar_one_or_none()
+        if job is None or not job.notify:
+            return
+        view = {
+            "id": job.id, "status": job.status, "summary": job.summary,
+            "error": job.error_detail if job.status == "failed" else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        }
+        targets = []
+        if email := job.notify.get("email"):
+            targets.append(("email", email))
+        if url := job.notify.get("webhook_url"):
+            targets.append(("webhook", url))
+        for channel, target in targets:
+            if not await self._claim(job.id, channel, ev.event_id):
+                SENT.labels(channel, "duplicate_skipped").inc()
+                continue
+            attempts = 0
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.s.send_attempts),
+                    wait=wait_exponential(multiplier=0.5, max=10),
+                    retry=retry_if_exception_type(RETRYABLE),
+                    reraise=True,
+                ):
+                    with attempt:
+                        attempts += 1
+                        if channel == "email":
+                            await send_email(self.s, build_email(self.s, to=target, job=view, event_id=ev.event_id))
+                        else:
+                            await send_webhook(self.s, self.http, target, ev.event_id, webhook_payload(ev.type, view))
+            except RETRYABLE as exc:
+                log.warning("%s for job %s failed after %d attempts: %s", channel, job.id, attempts, exc)
+                await self._record(job.id, channel, "failed", attempts, f"{type(exc).__name__}: {exc}"[:500])
+                SENT.labels(channel, "failed").inc()
+                continue
+            await self._record(job.id, channel, "sent", attempts, None)
+            SENT.labels(channel, "sent").inc()
+            log.info("%s sent for job %s (%s)", channel, job.id, ev.type)
+
+    async def run(self) -> None:
+        consumer = kafka.make_consumer(self.s, kafka.EVENTS, group_id=self.s.group_id, client_id="notifier",
+                                       max_poll_records=50)
+        await consumer.start()
+        self.running = True
+        try:
+            while not self.stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, records in batch.items():
+                    for rec in records:
+                        await self.handle(rec.value)
+                    # Every effect of this batch is recorded: commit.
+                    await consumer.commit({tp: records[-1].offset + 1})
+        finally:
+            self.running = False
+            await consumer.stop()
+
+
+def health_app(n: Notifier) -> FastAPI:
+    app = FastAPI(title="Précis notifier", openapi_url=None)
+    install_metrics(app, "notifier")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = {"consumer": n.running, "database": await n.db.ping()}
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    return app
+
+
+async def amain(s: NotifierSettings) -> None:
+    db = Database(s.database_url)
+    await kafka.ensure_topics(s, timeout_s=120)
+    async with httpx.AsyncClient(follow_redirects=False) as http:
+        n = Notifier(s, db, http)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, n.stopping.set)
+        server = health_server(health_app(n), s.port or 8084)
+        health = asyncio.create_task(server.serve())
+        try:
+            await n.run()
+        finally:
+            server.should_exit = True
+            await health
+            await db.close()
+
+
+def main() -> None:
+    s = get_settings()
+    setup_logging(s.service_name, s.log_level)
+    asyncio.run(amain(s))

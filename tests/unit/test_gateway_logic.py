@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from gateway.config import GatewaySettings, hash_key
+from gateway.ratelimit import TokenBucketLimiter
+
+
+def test_token_bucket_allows_burst_then_limits_and_refills():
+    lim = TokenBucketLimiter(per_minute=60, burst=3)
+    assert [lim.take("t", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = lim.take("t", now=0.0)
+    assert wait == pytest.approx(1.0)
+    assert lim.take("t", now=1.01) == 0.0  # one token per second refilled
+    assert lim.take("other", now=0.0) == 0.0  # tenants are independent
+
+
+def test_dev_key_maps_to_dev_tenant_in_local_mode(monkeypatch):
+    monkeypatch.setenv("PRECIS_ENV", "local")
+    s = GatewaySettings()
+    assert s.key_table()[hash_key("precis-dev-key")] == "dev"
+
+
+def test_production_refuses_default_dev_key(monkeypatch):
+    monkeypatch.setenv("PRECIS_ENV", "production")
+    monkeypatch.setenv("PRECIS_DATABASE_URL", "postgresql+asyncpg://u@db/precis")
+    monkeypatch.setenv("PRECIS_API_KEYS", json.dumps({hash_key("k1"): "acme"}))
+    with pytest.raises(ValueError, match="PRECIS_DEV_API_KEY"):
+        GatewaySettings()
+
+
+def test_production_accepts_hashed_keys_only(monkeypatch):
+    monkeypatch.setenv("PRECIS_ENV", "production")
+    monkeypatch.setenv("PRECIS_DATABASE_URL", "postgresql+asyncpg://u@db/precis")
+    monkeypatch.setenv("PRECIS_API_KEYS", json.dumps({hash_key("k1"): "acme"}))
+    monkeypatch.setenv("PRECIS_DEV_API_KEY", "")
+    s = GatewaySettings(dev_api_key=None)
+    assert s.key_table() == {hash_key("k1"): "acme"}
+
+
+def test_production_refuses_sqlite(monkeypatch):
+    monkeypatch.setenv("PRECIS_ENV", "production")
+    monkeypatch.setenv("PRECIS_API_KEYS", json.dumps({hash_key("k1"): "acme"}))
+    with pytest.raises(ValueError, match="DATABASE_URL"):
+        GatewaySettings(dev_api_key=None)
+
+
+def test_bad_api_keys_json_fails_fast(monkeypatch):
+    monkeypatch.setenv("PRECIS_API_KEYS", "not json")
+    with pytest.raises(ValueError, match="PRECIS_API_KEYS"):
+        GatewaySettings()

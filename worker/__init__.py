@@ -1,0 +1,1 @@
+"""worker: Kafka consumer that runs map-reduce summarization of long documents through Triton."""

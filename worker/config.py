@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from common.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    service_name: str = "worker"
+    group_id: str = "precis-worker"
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_s: float = Field(default=5.0, ge=0)
+    retry_backoff_max_s: float = Field(default=120.0, ge=0)
+    # Transient Triton errors are retried in place this many times before the job-level retry.
+    call_retries: int = Field(default=3, ge=1)
+    triton_timeout_s: float = Field(default=300.0, gt=0)
+    # Summaries in flight to Triton from this worker, across all its jobs: enough to fill a
+    # dynamic batch (max_batch_size 16) without overflowing Triton's queue.
+    max_in_flight_calls: int = Field(default=16, ge=1)
+    chunk_summary_tokens: int = Field(default=96, ge=8, le=512)
+    lease_ttl_s: float = Field(default=30.0, ge=2)
+    drain_timeout_s: float = Field(default=60.0, ge=0)
+    session_timeout_ms: int = Field(default=15000, ge=6000)
+    max_poll_interval_ms: int = Field(default=300000, ge=10000)
+
+
+@lru_cache
+def get_settings() -> WorkerSettings:
+    return WorkerSettings()

@@ -1,0 +1,128 @@
+"""Map-reduce summarization of one long document, checkpointed chunk by chunk.
+
+map:    the document is chunked by real token counts on sentence boundaries; every chunk is
+        summarized (calls run concurrently, so Triton batches chunks of this and other jobs).
+reduce: chunk summaries are packed into groups that fit one window and summarized again, level
+        by level, until one group remains; that one gets the final summary budget.
+Every finished call is checkpointed (job, level, index, input hash): a restarted job redoes none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from common.chunking import chunk_text, group_for_reduce
+from common.tokenization import TokenCounter
+from common.triton_client import SummarizerClient, TritonFailure
+from worker.jobstate import Cancelled, JobStore
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = {"unavailable", "overloaded", "deadline", "internal"}
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ModelCaller:
+    """Bounded, retried calls to Triton shared by every job of this worker."""
+
+    def __init__(self, client: SummarizerClient, max_in_flight: int, timeout_s: float, retries: int) -> None:
+        self.client = client
+        self.sem = asyncio.Semaphore(max_in_flight)
+        self.timeout_s = timeout_s
+        self.retries = retries
+
+    async def summarize(self, text: str, max_tokens: int, language: str) -> str:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=0.5, max=4),
+            retry=retry_if_exception(lambda e: isinstance(e, TritonFailure) and e.kind in TRANSIENT),
+            reraise=True,
+        ):
+            with attempt:
+                async with self.sem:
+                    res = await self.client.summarize(text, max_tokens, language, timeout_s=self.timeout_s)
+                return res.summary.strip()
+        raise AssertionError("unreachable")
+
+
+async def summarize_document(
+    *,
+    job_id: str,
+    document: str,
+    language: str,
+    final_tokens: int,
+    store: JobStore,
+    model: ModelCaller,
+    counter: TokenCounter,
+    chunk_tokens: int,
+    chunk_summary_tokens: int,
+    is_cancelled: Callable[[], bool] = lambda: False,
+) -> tuple[str, int]:
+    """Returns (summary, number of model calls planned = chunks_total)."""
+    # Chunking a multi-MB document is CPU work: keep it off the event loop (heartbeats, polls).
+    chunks = await asyncio.to_thread(chunk_text, document, counter.tokenizer, chunk_tokens)
+    if not chunks:
+        raise ValueError("document has no text to summarize")
+    total = len(chunks) + (1 if len(chunks) > 1 else 0)
+    done = 0
+
+    async def run_level(level: int, inputs: list[str], max_tokens: int) -> list[str]:
+        nonlocal done, total
+        saved = await store.checkpoints(job_id, level)
+        out: list[str | None] = [None] * len(inputs)
+        for i, text in enumerate(inputs):
+            hit = saved.get(i)
+            if hit and hit[0] == sha(text):
+                out[i] = hit[1]
+        reused = sum(1 for o in out if o is not None)
+        done += reused
+        await store.set_total(job_id, total, done)
+
+        async def one(i: int) -> None:
+            nonlocal done
+            if is_cancelled():
+                raise Cancelled(job_id)
+            summary = await model.summarize(inputs[i], max_tokens, language)
+            if not summary:
+                summary = inputs[i][:400]  # the model returned nothing: keep the text, never drop it
+            status = await store.save_chunk(job_id, level, i, sha(inputs[i]), summary)
+            done += 1
+            out[i] = summary
+            if status == "cancelling":
+                raise Cancelled(job_id)
+
+        todo = [i for i, o in enumerate(out) if o is None]
+        tasks = [asyncio.create_task(one(i)) for i in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [o or "" for o in out]
+
+    if len(chunks) == 1:
+        [summary] = await run_level(0, chunks, final_tokens)
+        return summary, total
+
+    summaries = await run_level(0, chunks, chunk_summary_tokens)
+    level = 1
+    while True:
+        groups = await asyncio.to_thread(group_for_reduce, summaries, counter.count_many, chunk_tokens)
+        if len(groups) == 1:
+            [summary] = await run_level(level, groups, final_tokens)
+            return summary, total
+        total += len(groups)  # another reduce level before the final one
+        summaries = await run_level(level, groups, chunk_summary_tokens)
+        level += 1
+        if level > 12:
+            raise RuntimeError("reduce did not converge (summaries are not shrinking)")
