@@ -30,12 +30,16 @@ class TopicSpec:
     config: dict[str, str]
 
 
-TOPICS = (
-    TopicSpec(JOBS, 6, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
-    TopicSpec(JOBS_RETRY, 6, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
-    TopicSpec(JOBS_DLQ, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-    TopicSpec(EVENTS, 6, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
-)
+WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+def topic_specs(s: CommonSettings) -> tuple[TopicSpec, ...]:
+    return (
+        TopicSpec(JOBS, s.kafka_jobs_partitions, {"retention.ms": WEEK_MS}),
+        TopicSpec(JOBS_RETRY, s.kafka_jobs_partitions, {"retention.ms": WEEK_MS}),
+        TopicSpec(JOBS_DLQ, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(EVENTS, s.kafka_events_partitions, {"retention.ms": WEEK_MS}),
+    )
 
 
 def _security_kwargs(s: CommonSettings) -> dict[str, Any]:
@@ -103,9 +107,9 @@ async def ensure_topics(s: CommonSettings, timeout_s: float = 60.0) -> None:
             try:
                 existing = set(await admin.list_topics())
                 missing = [
-                    NewTopic(t.name, num_partitions=t.partitions, replication_factor=1 if s.is_local else 3,
+                    NewTopic(t.name, num_partitions=t.partitions, replication_factor=s.kafka_replication_factor,
                              topic_configs=t.config)
-                    for t in TOPICS
+                    for t in topic_specs(s)
                     if t.name not in existing
                 ]
                 if missing:
@@ -124,6 +128,7 @@ async def wait_for_broker(s: CommonSettings, timeout_s: float = 60.0) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(ensure_topics(CommonSettings()))
-    print("topics ready:", ", ".join(f"{t.name}({t.partitions})" for t in TOPICS))
+    s = CommonSettings()
+    asyncio.run(ensure_topics(s))
+    print("topics ready:", ", ".join(f"{t.name}({t.partitions})" for t in topic_specs(s)))
     return 0

