@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -60,6 +62,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.close()
 
 
+def _fault_hook(mode: str):  # noqa: ANN202
+    """tests/faults: die by SIGKILL at the named point of job creation (nothing runs after it)."""
+    if not mode:
+        return None
+
+    def hit(point: str) -> None:
+        if point == mode:
+            log.warning("fault injection: SIGKILL at %s", point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hit
+
+
 def get_state(request: Request) -> State:
     return request.app.state.precis
 
@@ -94,6 +109,7 @@ def create_app() -> FastAPI:
             notify=body.notify.model_dump(mode="json", exclude_none=True) if body.notify else None,
             metadata=body.metadata,
             idempotency_key=idempotency_key,
+            fault=_fault_hook(state.settings.fault_inject),
         )
         if created:
             state.relay.kick()

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
 from common.settings import CommonSettings
@@ -12,6 +14,15 @@ class AsyncSettings(CommonSettings):
     service_name: str = "async_svc"
     max_document_bytes: int = Field(default=MAX_TEXT_BYTES, ge=1, le=MAX_TEXT_BYTES)
     outbox_poll_s: float = Field(default=0.5, gt=0)
+    # Fault injection for tests/faults only (refused outside local/test): SIGKILL this process
+    # right before or right after the job's transaction commits, before anything is published.
+    fault_inject: Literal["", "crash_before_commit", "crash_after_commit"] = ""
+
+    @model_validator(mode="after")
+    def _no_faults_in_production(self) -> "AsyncSettings":
+        if self.fault_inject and not self.is_local:
+            raise ValueError("PRECIS_FAULT_INJECT is for tests only (PRECIS_ENV=local|test)")
+        return self
 
 
 @lru_cache

@@ -6,6 +6,7 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -76,6 +77,7 @@ async def create_job(
     notify: dict[str, Any] | None,
     metadata: dict[str, Any] | None,
     idempotency_key: str | None,
+    fault: Callable[[str], None] | None = None,
 ) -> tuple[Job, bool]:
     """Store the job and its Kafka message atomically. Returns (job, created)."""
     params = JobParams(max_summary_tokens=max_summary_tokens or DEFAULT_ASYNC_SUMMARY_TOKENS, language=language)
@@ -113,6 +115,11 @@ async def create_job(
             s.add(job)
             await s.flush()  # the job row exists before the outbox row that points at it
             enqueue(s, kafka.JOBS, job.id, msg.model_dump(mode="json"))
+            if fault:
+                await s.flush()
+                fault("crash_before_commit")
+        if fault:
+            fault("crash_after_commit")
     except IntegrityError:
         # Two requests with one Idempotency-Key raced: the loser returns the winner's job.
         if idempotency_key:

