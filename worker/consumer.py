@@ -178,11 +178,20 @@ class Worker:
     # ---- partition tasks ---------------------------------------------------------------------
 
     async def _partition(self, tp: TopicPartition, records: list) -> None:
+        """Batch drain: every record of this poll runs at once (their chunks share Triton's batches,
+        bounded by the in-flight semaphore); the offset moves past the batch only when every
+        outcome in it is durable. A failure leaves the whole batch uncommitted: redelivered
+        records of finished jobs are no-ops."""
         assert self.consumer is not None
-        for rec in records:
-            await self.handle(rec.value)
-            # The outcome is durable (succeeded/failed/retry scheduled/cancelled): move the offset.
-            await self._commit(tp, rec.offset + 1)
+        tasks = [asyncio.create_task(self.handle(rec.value)) for rec in records]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        await self._commit(tp, records[-1].offset + 1)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         """Commit, riding out a broker restart. If the partition was taken from us meanwhile, the
@@ -247,7 +256,7 @@ class Worker:
         self.consumer = kafka.make_consumer(
             self.s, group_id=self.s.group_id, client_id=f"worker-{self.owner}",
             session_timeout_ms=self.s.session_timeout_ms, heartbeat_interval_ms=self.s.session_timeout_ms // 5,
-            max_poll_interval_ms=self.s.max_poll_interval_ms, max_poll_records=4,
+            max_poll_interval_ms=self.s.max_poll_interval_ms, max_poll_records=self.s.max_poll_records,
         )
         self.consumer.subscribe([kafka.JOBS, kafka.JOBS_RETRY], listener=Rebalance(self))
         await self.consumer.start()

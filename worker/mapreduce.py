@@ -83,6 +83,8 @@ async def summarize_document(
             if hit and hit[0] == sha(text):
                 out[i] = hit[1]
         reused = sum(1 for o in out if o is not None)
+        if reused:
+            log.info("job %s level %d: %d/%d calls reused from checkpoints", job_id, level, reused, len(inputs))
         done += reused
         await store.set_total(job_id, total, done)
 

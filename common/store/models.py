@@ -93,6 +93,9 @@ class OutboxMessage(Base):
     value: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Which relay is publishing the row, until when (a dead relay's claim expires; migration 0002).
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(nullable=True)
 
     __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
 

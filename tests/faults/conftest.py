@@ -226,7 +226,7 @@ class FaultStack:
 
         return asyncio.run(read())
 
-    def event_counts(self, ids: list[str], timeout: float = 60) -> dict[str, Counter]:
+    def event_counts(self, ids: list[str], timeout: float = 90) -> dict[str, Counter]:
         """Terminal events per job, once every job has at least one (plus a grace period)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -21,6 +21,7 @@ Configuration (see ``EngineConfig``): each key is a ``parameters`` entry of
 | max_new_tokens_cap   | PRECIS_MODEL_MAX_NEW_TOKENS_CAP     | 512 |
 | threads              | PRECIS_MODEL_THREADS                | 0 (= one per core) |
 | max_batch            | PRECIS_MODEL_MAX_BATCH              | 16 (llamacpp: sequences decoded together; Triton's max_batch_size) |
+| llamacpp_weights     | PRECIS_MODEL_LLAMACPP_WEIGHTS       | as-is (the GGUF as shipped) \| q8_0 \| f16: converted once at load, cached under PRECIS_CACHE/models |
 | repetition_penalty   | PRECIS_MODEL_REPETITION_PENALTY     | 1.1 (prompts in Latin-script languages) |
 | repetition_penalty_cjk | PRECIS_MODEL_REPETITION_PENALTY_CJK | 1.0 (zh/ja/ko: a summary must reuse the source's characters) |
 | no_repeat_ngram_size | PRECIS_MODEL_NO_REPEAT_NGRAM_SIZE   | 0 (disabled: HF applies it to the prompt too, which forbids quoting the source) |
@@ -63,9 +64,13 @@ ENV_VARS: dict[str, str] = {
     "no_repeat_ngram_size": "PRECIS_MODEL_NO_REPEAT_NGRAM_SIZE",
     "warmup": "PRECIS_MODEL_WARMUP",
     "max_batch": "PRECIS_MODEL_MAX_BATCH",
+    "llamacpp_weights": "PRECIS_MODEL_LLAMACPP_WEIGHTS",
 }
 
 ENGINES = ("auto", "transformers", "llamacpp")
+# llama.cpp weight format: the GGUF as shipped, or re-quantized once at load (cached next to the
+# PRECIS_CACHE) to a type with fast batched GEMM kernels on AVX2 (llamafile tinyBLAS: q8_0, f16).
+LLAMACPP_WEIGHTS = {"as-is": None, "q8_0": 7, "f16": 1}
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -118,6 +123,7 @@ class EngineConfig:
     no_repeat_ngram_size: int = 0
     warmup: bool = True
     max_batch: int = 16
+    llamacpp_weights: str = "as-is"
     # where each value came from (for the load log line)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -187,6 +193,8 @@ class EngineConfig:
             raise ConfigError("engine=llamacpp runs on CPU here; use engine=transformers for device=cuda")
         if self.max_batch < 1:
             raise ConfigError("max_batch must be >= 1")
+        if self.llamacpp_weights not in LLAMACPP_WEIGHTS:
+            raise ConfigError(f"llamacpp_weights must be one of {tuple(LLAMACPP_WEIGHTS)}, got {self.llamacpp_weights!r}")
         if self.threads < 0 or min(self.repetition_penalty, self.repetition_penalty_cjk) <= 0 or self.no_repeat_ngram_size < 0:
             raise ConfigError("threads >= 0, repetition_penalty > 0, no_repeat_ngram_size >= 0")
 
@@ -584,8 +592,9 @@ class LlamaCppEngine(BaseEngine):
         self._L = L
         _quiet_llama_logs(L)
         L.llama_backend_init()
+        path = self._weights_file(L)
         mparams = L.llama_model_default_params()
-        self._model = L.llama_model_load_from_file(cfg.model_path.encode(), mparams)
+        self._model = L.llama_model_load_from_file(path.encode(), mparams)
         if not self._model:
             raise ConfigError(f"llama.cpp could not load {cfg.model_path}")
         self._vocab = L.llama_model_get_vocab(self._model)
@@ -599,7 +608,7 @@ class LlamaCppEngine(BaseEngine):
         cparams.n_ubatch = min(512, self.n_batch)
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        cparams.kv_unified = False
+        cparams.kv_unified = os.environ.get("PRECIS_LLAMACPP_KV_UNIFIED", "0") == "1"
         cparams.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -630,12 +639,34 @@ class LlamaCppEngine(BaseEngine):
         self.stop_ids = sorted(stop)
         self.load_seconds = time.perf_counter() - t0
         self._log(
-            f"summarizer model loaded in {self.load_seconds:.1f}s: path={cfg.model_path} engine=llamacpp "
+            f"summarizer model loaded in {self.load_seconds:.1f}s: path={path} engine=llamacpp "
             f"(llama-cpp-python {getattr(L, '__version__', '?')}) device=cpu threads={threads} "
             f"max_batch={cfg.max_batch} ctx_per_seq={self.ctx_per_seq} stop_ids={self.stop_ids} "
             f"max_input_tokens={cfg.max_input_tokens} default_max_tokens={cfg.default_max_tokens} "
             f"max_new_tokens_cap={cfg.max_new_tokens_cap} sources={cfg.sources}"
         )
+
+    def _weights_file(self, L) -> str:
+        cfg = self.config
+        ftype = LLAMACPP_WEIGHTS[cfg.llamacpp_weights]
+        if ftype is None:
+            return cfg.model_path
+        cache = os.path.join(os.environ.get("PRECIS_CACHE") or os.path.expanduser("~/.cache/precis"), "models")
+        st = os.stat(cfg.model_path)
+        base = os.path.splitext(os.path.basename(cfg.model_path))[0]
+        out = os.path.join(cache, f"{base}.{st.st_size}.{int(st.st_mtime)}.{cfg.llamacpp_weights}.gguf")
+        if not os.path.exists(out):
+            os.makedirs(cache, exist_ok=True)
+            params = L.llama_model_quantize_default_params()
+            params.ftype = ftype
+            params.allow_requantize = True
+            tmp = f"{out}.{os.getpid()}.tmp"
+            rc = L.llama_model_quantize(cfg.model_path.encode(), tmp.encode(), params)
+            if rc != 0:
+                raise ConfigError(f"llama.cpp could not convert {cfg.model_path} to {cfg.llamacpp_weights} (rc={rc})")
+            os.replace(tmp, out)
+            self._log(f"summarizer: converted {cfg.model_path} to {cfg.llamacpp_weights}: {out}")
+        return out
 
     def close(self) -> None:
         L = self._L
@@ -810,7 +841,7 @@ def _quiet_llama_logs(L) -> None:
 
     @L.llama_log_callback
     def _cb(level, text, user_data):  # noqa: ARG001
-        if level in (2, 3):  # GGML_LOG_LEVEL_WARN, _ERROR
+        if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
             LOG.warning("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
 
     _quiet_llama_logs.callback = _cb  # keep a reference: llama.cpp calls it later

@@ -1,0 +1,156 @@
+"""Quality of the summarizer per engine/precision on the eval set (ROUGE-1/2/L F1, x100).
+
+    python -m bench.eval [--engines llamacpp,transformers-fp32] [--max-tokens 64] [--out bench/results/eval.json]
+
+Data: tests/data/eval/eval_en.jsonl (22 English: XSum + CNN/DailyMail) and eval_zh.jsonl (5 Chinese:
+CSL), human references, sources in tests/data/eval/SOURCES.md. Each engine runs in this process
+through ``summarizer_engine`` (the code Triton runs), same prompts, greedy, ``--max-tokens`` each.
+
+Scoring: Google's ``rouge-score``. English: its default tokenizer (lower-case, alphanumeric
+words) with the Porter stemmer. Chinese: the default tokenizer drops every non-Latin character,
+so zh is scored per character: each CJK character is one token, Latin/digit runs are one token,
+punctuation and spaces are dropped (no stemming). ``all`` is the mean over the 27 items.
+Lead-3 (the document's first three sentences) is the extractive baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE_DIR = ROOT / "model_repository" / "summarizer" / "1"
+EVAL_DIR = ROOT / "tests" / "data" / "eval"
+
+# name -> (engine, dtype, llama.cpp weights)
+VARIANTS = {
+    "llamacpp-q4_1": ("llamacpp", "auto", "as-is"),
+    "llamacpp-q8_0": ("llamacpp", "auto", "q8_0"),
+    "llamacpp-f16": ("llamacpp", "auto", "f16"),
+    "transformers-fp32": ("transformers", "float32", "as-is"),
+    "transformers-bf16": ("transformers", "bfloat16", "as-is"),
+}
+DEFAULT_VARIANTS = "transformers-fp32,llamacpp-q4_1"
+
+
+def load_items() -> list[dict]:
+    items = []
+    for name in ("eval_en.jsonl", "eval_zh.jsonl"):
+        with open(EVAL_DIR / name, encoding="utf-8") as fh:
+            items.extend(json.loads(line) for line in fh if line.strip())
+    return items
+
+
+_CJK_OR_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[A-Za-z0-9]+")
+
+
+class CharTokenizer:
+    """rouge-score tokenizer for Chinese: one token per CJK character, one per Latin/digit run."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return [t.lower() for t in _CJK_OR_WORD.findall(text)]
+
+
+_SENT = re.compile(r"(?<=[.!?。！？])[\"'”’）)]?\s+|(?<=[。！？])|\n+")
+
+
+def lead3(doc: str) -> str:
+    sents = [s.strip() for s in _SENT.split(doc) if s and s.strip()]
+    return " ".join(sents[:3])
+
+
+class Scorer:
+    def __init__(self) -> None:
+        from rouge_score import rouge_scorer
+
+        keys = ["rouge1", "rouge2", "rougeL"]
+        self.en = rouge_scorer.RougeScorer(keys, use_stemmer=True)
+        self.zh = rouge_scorer.RougeScorer(keys, tokenizer=CharTokenizer())
+
+    def score(self, items: list[dict], preds: list[str]) -> dict:
+        per = {"en": [], "zh": []}
+        for it, pred in zip(items, preds):
+            sc = (self.zh if it["language"] == "zh" else self.en).score(it["reference"], pred)
+            per["zh" if it["language"] == "zh" else "en"].append({k: v.fmeasure * 100 for k, v in sc.items()})
+        out = {}
+        for group, rows in (("en", per["en"]), ("zh", per["zh"]), ("all", per["en"] + per["zh"])):
+            out[group] = {k: round(sum(r[k] for r in rows) / max(1, len(rows)), 2) for k in ("rouge1", "rouge2", "rougeL")}
+            out[group]["n"] = len(rows)
+        return out
+
+
+def run_engine(variant: str, items: list[dict], max_tokens: int, batch: int) -> tuple[list[str], dict]:
+    sys.path.insert(0, str(ENGINE_DIR))
+    import summarizer_engine as se
+
+    engine_name, dtype, weights = VARIANTS[variant]
+    cfg = se.EngineConfig.from_sources(
+        {"engine": engine_name, "dtype": dtype, "device": "cpu", "max_batch": str(batch), "warmup": "false",
+         "llamacpp_weights": weights}, {}
+    )
+    eng = se.create_engine(cfg, log=lambda m: None)
+    t0 = time.perf_counter()
+    eng.load()
+    load_s = time.perf_counter() - t0
+    prepared = [eng.prepare(it["document"], max_tokens, it["language"]) for it in items]
+    preds: list[str] = []
+    out_tokens = 0
+    t0 = time.perf_counter()
+    for start in tqdm(range(0, len(prepared), batch), desc=f"eval {variant}", unit="batch"):
+        for r in eng.generate(prepared[start : start + batch]):
+            preds.append(r.summary)
+            out_tokens += r.output_tokens
+    gen_s = time.perf_counter() - t0
+    close = getattr(eng, "close", None)
+    if close:
+        close()
+    return preds, {"load_s": round(load_s, 1), "generate_s": round(gen_s, 1), "output_tokens": out_tokens,
+                   "engine": engine_name, "dtype": eng.dtype}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engines", default=DEFAULT_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval.json"))
+    args = ap.parse_args(argv)
+
+    items = load_items()
+    scorer = Scorer()
+    results: dict = {"max_tokens": args.max_tokens, "items": len(items),
+                     "zh_scoring": "per character (CJK char = token, Latin/digit run = token)", "variants": {}}
+    results["variants"]["lead-3"] = {"rouge": scorer.score(items, [lead3(it["document"]) for it in items])}
+    samples = {}
+    for variant in [v.strip() for v in args.engines.split(",") if v.strip()]:
+        if variant not in VARIANTS:
+            ap.error(f"unknown engine variant {variant!r}")
+        preds, info = run_engine(variant, items, args.max_tokens, args.batch)
+        results["variants"][variant] = {"rouge": scorer.score(items, preds), **info}
+        samples[variant] = {it["id"]: p for it, p in zip(items, preds)}
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results["summaries"] = samples
+    out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    print(f"\nROUGE F1 x100 on {len(items)} items (max {args.max_tokens} new tokens; zh scored per character)")
+    print(f"{'variant':<20} {'en R1':>6} {'en R2':>6} {'en RL':>6} | {'zh R1':>6} {'zh R2':>6} {'zh RL':>6} | "
+          f"{'all RL':>6} | {'gen s':>6}")
+    for name, v in results["variants"].items():
+        r = v["rouge"]
+        print(f"{name:<20} {r['en']['rouge1']:6.2f} {r['en']['rouge2']:6.2f} {r['en']['rougeL']:6.2f} | "
+              f"{r['zh']['rouge1']:6.2f} {r['zh']['rouge2']:6.2f} {r['zh']['rougeL']:6.2f} | "
+              f"{r['all']['rougeL']:6.2f} | {v.get('generate_s', 0):6.1f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

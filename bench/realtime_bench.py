@@ -1,0 +1,460 @@
+"""Realtime benchmark: `make bench-realtime` -> bench/results/realtime.json + realtime.png.
+
+One run, one machine, the same prompts (the opening of each eval-set document, cut at a sentence
+end near --prompt-chars characters) and the same --max-tokens for every measurement:
+
+ (a) end to end (HTTP through gateway -> realtime_svc -> Triton) and directly against Triton
+     (gRPC), at concurrency 1, 4, 8, 16: p50/p95/p99 latency and summaries/s;
+ (b) dynamic batching on vs off (the same model repository with the dynamic_batching block
+     removed), directly against Triton at concurrency 8;
+ (c) FP32 transformers (PRECIS_MODEL_ENGINE=transformers, dtype float32) vs our default engine
+     (llama.cpp on the Q4_1 GGUF), directly against Triton at concurrency 1; ROUGE-L of both from
+     bench/results/eval.json (`make eval`);
+ (d) llama-cpp-python's OpenAI-compatible server on the same GGUF file (/v1/chat/completions,
+     greedy, same messages and max_tokens, same repetition penalty), concurrency 1, 4, 8, 16.
+
+Closed loop: C clients, each sends its next request when the previous one returns; a level runs
+a fixed number of requests (more at higher concurrency). summaries/s = requests / wall time.
+Every component runs on this machine, on private ports (25000 + default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "model_repository" / "summarizer" / "1"))
+
+from bench.eval import load_items  # noqa: E402
+from common.triton_client import SummarizerClient  # noqa: E402
+
+OFFSET = 25000
+PY = sys.executable
+LEVELS = (1, 4, 8, 16)
+REQUESTS = {1: 12, 4: 24, 8: 32, 16: 48}
+
+
+def log(msg: str) -> None:
+    tqdm.write(f"[bench] {msg}")
+
+
+# --------------------------------------------------------------------------- prompts
+
+def make_prompts(chars: int) -> list[dict]:
+    out = []
+    for it in load_items():
+        doc = it["document"].strip()
+        if len(doc) > chars:
+            cut = doc[: int(chars * 1.5)]
+            ends = [m.end() for m in re.finditer(r"[.!?。！？][\"'”’）)]?(?=\s|$)|[。！？]", cut)]
+            good = [e for e in ends if e >= chars * 0.5]
+            doc = cut[: good[0] if good and good[0] <= chars else (good[0] if good else chars)].strip()
+        out.append({"id": it["id"], "language": it["language"], "text": doc})
+    # interleave zh among en so every level sees both
+    en = [p for p in out if p["language"] == "en"]
+    zh = [p for p in out if p["language"] == "zh"]
+    mixed, step = [], max(1, len(en) // max(1, len(zh)))
+    for i, p in enumerate(en):
+        mixed.append(p)
+        if zh and (i + 1) % step == 0:
+            mixed.append(zh.pop(0))
+    return mixed + zh
+
+
+# --------------------------------------------------------------------------- processes
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], env: dict, logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self._fh = open(self.log_path, "ab")  # noqa: SIM115
+        self.p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait(10)
+        self._fh.close()
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+def wait_http(url: str, proc: Proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.p.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{proc.name} not ready at {url}:\n{proc.tail()}")
+
+
+def base_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRECIS_") or k in ("PRECIS_CACHE", "PRECIS_VENV")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", PRECIS_ENV="local", PRECIS_LOG_LEVEL="WARNING")
+    env.update(extra)
+    return env
+
+
+def strip_block(config: str, name: str) -> str:
+    """config.pbtxt without the top-level block ``name { ... }`` (brace matched)."""
+    m = re.search(rf"^{name}\s*{{", config, re.MULTILINE)
+    if not m:
+        return config
+    depth, i = 0, m.end() - 1
+    while i < len(config):
+        depth += {"{": 1, "}": -1}.get(config[i], 0)
+        i += 1
+        if depth == 0:
+            break
+    return config[: m.start()] + config[i:]
+
+
+def model_repo(tmp: Path, batching: bool) -> Path:
+    if batching:
+        return ROOT / "model_repository"
+    repo = tmp / "repo-nobatch"
+    shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = repo / "summarizer" / "config.pbtxt"
+    cfg.write_text(strip_block(cfg.read_text(), "dynamic_batching"))
+    return repo
+
+
+def start_triton(tmp: Path, name: str, repo: Path, **env_extra: str) -> Proc:
+    env = base_env(
+        PRECIS_TRITON_HTTP_PORT=str(8000 + OFFSET), PRECIS_TRITON_GRPC_PORT=str(8001 + OFFSET),
+        PRECIS_TRITON_METRICS_PORT=str(8002 + OFFSET), PRECIS_TRITON_MODEL_REPOSITORY=str(repo), **env_extra,
+    )
+    proc = Proc(name, ["bash", "scripts/triton.sh"], env, tmp)
+    wait_http(f"http://127.0.0.1:{8000 + OFFSET}/v2/health/ready", proc, 300)
+    return proc
+
+
+def start_services(tmp: Path) -> list[Proc]:
+    rt = Proc("realtime_svc", [PY, "-m", "realtime_svc"], base_env(
+        PRECIS_PORT=str(8081 + OFFSET), PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{8001 + OFFSET}"), tmp)
+    gw = Proc("gateway", [PY, "-m", "gateway"], base_env(
+        PRECIS_PORT=str(8080 + OFFSET), PRECIS_REALTIME_URL=f"http://127.0.0.1:{8081 + OFFSET}",
+        PRECIS_ASYNC_URL=f"http://127.0.0.1:{8082 + OFFSET}",
+        PRECIS_RATE_LIMIT_PER_MINUTE="1000000", PRECIS_RATE_LIMIT_BURST="100000"), tmp)
+    wait_http(f"http://127.0.0.1:{8081 + OFFSET}/readyz", rt, 60)
+    wait_http(f"http://127.0.0.1:{8080 + OFFSET}/healthz", gw, 60)
+    return [rt, gw]
+
+
+# --------------------------------------------------------------------------- load
+
+def stats(lat: list[float], wall: float, errors: int) -> dict:
+    q = sorted(lat)
+
+    def pct(p: float) -> float:
+        if not q:
+            return float("nan")
+        k = min(len(q) - 1, max(0, int(round(p / 100 * len(q) + 0.5)) - 1))  # nearest rank
+        return q[k]
+
+    return {
+        "requests": len(lat) + errors, "ok": len(lat), "errors": errors,
+        "p50_ms": round(statistics.median(q) * 1000, 1) if q else None,
+        "p95_ms": round(pct(95) * 1000, 1), "p99_ms": round(pct(99) * 1000, 1),
+        "mean_ms": round(statistics.fmean(q) * 1000, 1) if q else None,
+        "summaries_per_s": round(len(lat) / wall, 3), "wall_s": round(wall, 2),
+    }
+
+
+async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc: str) -> tuple[dict, list]:
+    work = list(range(n))
+    lat: list[float] = []
+    per_prompt: list[tuple[int, float]] = []
+    errors = 0
+    bar = tqdm(total=n, desc=desc, unit="req", leave=False)
+
+    async def client() -> None:
+        nonlocal errors
+        while work:
+            i = work.pop(0)
+            t0 = time.perf_counter()
+            try:
+                await call(prompts[i % len(prompts)])
+            except Exception as exc:  # noqa: BLE001
+                errors += 1
+                log(f"{desc}: error {exc!r}"[:300])
+            else:
+                dt = time.perf_counter() - t0
+                lat.append(dt)
+                per_prompt.append((i, dt))
+            bar.update(1)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    bar.close()
+    st = stats(lat, wall, errors)
+    log(f"{desc}: p50 {st['p50_ms']} ms p95 {st['p95_ms']} ms p99 {st['p99_ms']} ms "
+        f"{st['summaries_per_s']} summaries/s errors {errors}")
+    return st, sorted(per_prompt)
+
+
+def direct_caller(client: SummarizerClient, max_tokens: int):
+    async def call(p: dict) -> None:
+        await client.summarize(p["text"], max_tokens, "auto", timeout_s=600, request_id="")
+    return call
+
+
+def gateway_caller(http: httpx.AsyncClient, max_tokens: int):
+    async def call(p: dict) -> None:
+        r = await http.post(f"http://127.0.0.1:{8080 + OFFSET}/v1/summaries",
+                            json={"text": p["text"], "mode": "realtime", "max_summary_tokens": max_tokens},
+                            headers={"Authorization": "Bearer precis-dev-key"})
+        if r.status_code != 200:
+            raise RuntimeError(f"{r.status_code} {r.text[:200]}")
+    return call
+
+
+def llamacpp_caller(http: httpx.AsyncClient, max_tokens: int, port: int):
+    from summarizer_engine import CJK_LANGS, build_messages, detect_language
+
+    async def call(p: dict) -> None:
+        lang = detect_language(p["text"])
+        r = await http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
+            "messages": build_messages(p["text"], lang), "max_tokens": max_tokens, "temperature": 0.0,
+            "top_k": 1, "repeat_penalty": 1.0 if lang in CJK_LANGS else 1.1, "stream": False})
+        if r.status_code != 200:
+            raise RuntimeError(f"{r.status_code} {r.text[:200]}")
+    return call
+
+
+async def run_levels(call, prompts, name: str, levels=LEVELS, warm: int = 2) -> tuple[dict, dict]:
+    for p in prompts[:warm]:
+        await call(p)
+    out, per = {}, {}
+    for c in levels:
+        out[str(c)], per[str(c)] = await closed_loop(call, prompts, c, REQUESTS[c], f"{name} c={c}")
+    return out, per
+
+
+# --------------------------------------------------------------------------- machine bounds
+
+def machine_bounds() -> dict:
+    import numpy as np
+    import torch
+
+    out: dict = {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                out["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, t0 = 10, time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    out["fp32_gemm_gflops"] = round(2 * n**3 * reps / (time.perf_counter() - t0) / 1e9, 1)
+    x = np.ones(256 * 1024 * 1024 // 8)  # 256 MiB
+    y = np.empty_like(x)
+    np.copyto(y, x)
+    reps, t0 = 5, time.perf_counter()
+    for _ in range(reps):
+        np.copyto(y, x)
+    # a copy reads and writes every byte
+    out["mem_copy_gb_s"] = round(2 * x.nbytes * reps / (time.perf_counter() - t0) / 1e9, 1)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+def ratio(a, b) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+async def amain(args) -> dict:
+    prompts = make_prompts(args.prompt_chars)
+    mt = args.max_tokens
+    tmp = Path(tempfile.mkdtemp(prefix="precis-bench-"))
+    res: dict = {"max_tokens": mt, "prompt_chars": args.prompt_chars, "prompts": len(prompts),
+                 "requests_per_level": REQUESTS, "logs": str(tmp)}
+    log(f"{len(prompts)} prompts (eval-set openings, ~{args.prompt_chars} chars), max_tokens={mt}; logs in {tmp}")
+    res["machine"] = machine_bounds()
+    log(f"machine: {res['machine']}")
+    phases = tqdm(total=4, desc="bench-realtime phases", unit="phase")
+
+    # (a) ours: direct + end to end, dynamic batching on
+    triton = start_triton(tmp, "triton-default", model_repo(tmp, True))
+    services: list[Proc] = []
+    try:
+        services = start_services(tmp)
+        client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as http:
+            res["direct"], per_direct = await run_levels(direct_caller(client, mt), prompts, "triton direct")
+            res["gateway"], per_gw = await run_levels(gateway_caller(http, mt), prompts, "gateway e2e")
+        await client.close()
+        # paired per-prompt overhead at c=1 (same prompt, same deterministic output)
+        d1 = dict(per_direct["1"])
+        diffs = [dt - d1[i] for i, dt in per_gw["1"] if i in d1]
+        res["gateway_overhead_paired_median_ms"] = round(statistics.median(diffs) * 1000, 2) if diffs else None
+    finally:
+        for p in reversed(services):
+            p.stop()
+        triton.stop()
+    phases.update(1)
+
+    # (b) dynamic batching off, c=8
+    triton = start_triton(tmp, "triton-nobatch", model_repo(tmp, False))
+    try:
+        client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
+        res["direct_no_batching"], _ = await run_levels(direct_caller(client, mt), prompts, "triton no-batching",
+                                                       levels=(8,))
+        await client.close()
+    finally:
+        triton.stop()
+    phases.update(1)
+
+    # (c) FP32 transformers, c=1
+    triton = start_triton(tmp, "triton-transformers-fp32", model_repo(tmp, True),
+                          PRECIS_MODEL_ENGINE="transformers", PRECIS_MODEL_DTYPE="float32")
+    try:
+        client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
+        res["direct_transformers_fp32"], _ = await run_levels(direct_caller(client, mt), prompts,
+                                                             "transformers-fp32 direct", levels=(1,), warm=1)
+        await client.close()
+    finally:
+        triton.stop()
+    phases.update(1)
+
+    # (d) llama-cpp-python server on the same GGUF
+    from summarizer_engine import default_model_path
+
+    port = 8090 + OFFSET
+    threads = str(len(os.sched_getaffinity(0)))
+    srv = Proc("llamacpp-server", [PY, "-m", "llama_cpp.server", "--model", default_model_path(), "--host",
+                                   "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", threads,
+                                   "--n_threads_batch", threads, "--verbose", "False"], base_env(), tmp)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", srv, 120)
+        async with httpx.AsyncClient(timeout=600) as http:
+            res["llamacpp_server"], _ = await run_levels(llamacpp_caller(http, mt, port), prompts, "llama.cpp server")
+    finally:
+        srv.stop()
+    phases.update(1)
+    phases.close()
+
+    # ratios
+    g, d, ll = res["gateway"], res["direct"], res["llamacpp_server"]
+    res["batching_speedup_c8"] = ratio(d["8"]["summaries_per_s"], res["direct_no_batching"]["8"]["summaries_per_s"])
+    res["quantized_speedup_c1"] = ratio(res["direct_transformers_fp32"]["1"]["p50_ms"], d["1"]["p50_ms"])
+    res["vs_llamacpp_throughput_c8"] = ratio(g["8"]["summaries_per_s"], ll["8"]["summaries_per_s"])
+    res["vs_llamacpp_p50_c1"] = ratio(g["1"]["p50_ms"], ll["1"]["p50_ms"])
+    res["gateway_overhead_p50_ms"] = round(g["1"]["p50_ms"] - d["1"]["p50_ms"], 2)
+    ev_path = ROOT / "bench" / "results" / "eval.json"
+    if ev_path.exists():
+        ev = json.loads(ev_path.read_text())
+        v = ev["variants"]
+        q, f = v.get("llamacpp-q4_1"), v.get("transformers-fp32")
+        if q and f:
+            res["quantized_rougeL"] = q["rouge"]["all"]["rougeL"]
+            res["fp32_rougeL"] = f["rouge"]["all"]["rougeL"]
+            res["quantized_rougeL_delta"] = round(q["rouge"]["all"]["rougeL"] - f["rouge"]["all"]["rougeL"], 2)
+            res["rouge_source"] = f"{ev_path.relative_to(ROOT)} ({ev['items']} items, max_tokens {ev['max_tokens']})"
+    res["targets"] = {
+        "batching_speedup_c8 >= 2": (res["batching_speedup_c8"] or 0) >= 2,
+        "quantized_speedup_c1 >= 1.5": (res["quantized_speedup_c1"] or 0) >= 1.5,
+        "quantized_rougeL_delta >= -1": res.get("quantized_rougeL_delta") is not None and res["quantized_rougeL_delta"] >= -1,
+        "vs_llamacpp_throughput_c8 >= 2": (res["vs_llamacpp_throughput_c8"] or 0) >= 2,
+        "vs_llamacpp_p50_c1 <= 1.5": (res["vs_llamacpp_p50_c1"] or 99) <= 1.5,
+        "gateway_overhead_p50_ms <= 5": res["gateway_overhead_p50_ms"] <= 5,
+    }
+    shutil.rmtree(tmp / "repo-nobatch", ignore_errors=True)
+    return res
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = [("gateway", "ours, end to end (gateway)", "o-"), ("direct", "ours, direct to Triton", "s--"),
+              ("llamacpp_server", "llama-cpp-python server", "^-")]
+    for key, label, style in series:
+        cs = sorted(int(c) for c in res[key])
+        ax1.plot(cs, [res[key][str(c)]["p50_ms"] for c in cs], style, label=f"{label} p50")
+        ax1.plot(cs, [res[key][str(c)]["p95_ms"] for c in cs], style, alpha=0.35, label=f"{label} p95")
+        ax2.plot(cs, [res[key][str(c)]["summaries_per_s"] for c in cs], style, label=label)
+    nb = res["direct_no_batching"]["8"]["summaries_per_s"]
+    ax2.plot([8], [nb], "kx", markersize=9, label="ours, direct, batching off")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("concurrency")
+        ax.set_xticks(list(LEVELS))
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_title("Latency vs concurrency")
+    ax2.set_ylabel("summaries / s")
+    ax2.set_title("Throughput vs concurrency")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.suptitle(f"Précis realtime, {res['machine']['cpus']} CPU cores, max_tokens={res['max_tokens']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--prompt-chars", type=int, default=600)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "realtime.json"))
+    ap.add_argument("--smoke", action="store_true", help="2 requests per level: check the harness, not the numbers")
+    args = ap.parse_args()
+    if args.smoke:
+        for c in REQUESTS:
+            REQUESTS[c] = 2
+        args.max_tokens = 4
+    t0 = time.monotonic()
+    res = asyncio.run(amain(args))
+    res["bench_wall_s"] = round(time.monotonic() - t0, 1)
+    res["command"] = "make bench-realtime"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    plot(res, out.with_suffix(".png"))
+    keys = ["batching_speedup_c8", "quantized_speedup_c1", "quantized_rougeL_delta", "vs_llamacpp_throughput_c8",
+            "vs_llamacpp_p50_c1", "gateway_overhead_p50_ms", "gateway_overhead_paired_median_ms"]
+    print(json.dumps({k: res.get(k) for k in keys}, indent=2))
+    print(json.dumps(res["targets"], indent=2))
+    print(f"wrote {out} and {out.with_suffix('.png')} in {res['bench_wall_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

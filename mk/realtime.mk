@@ -1,0 +1,23 @@
+# Realtime path: model quality and the realtime benchmark (included by the top-level Makefile).
+#   make eval            ROUGE-1/2/L per engine/precision + Lead-3 on tests/data/eval -> bench/results/eval.json
+#   make bench-realtime  gateway/Triton/llama.cpp-server latency + throughput -> bench/results/realtime.{json,png}
+# Both take the machine-wide CPU lock (flock $(PRECIS_CPU_LOCK)) so parallel heavy runs do not
+# pollute the numbers. EVAL_ENGINES picks the variants (bench/eval.py --help).
+PRECIS_CPU_LOCK ?= /tmp/precis-cpu.lock
+EVAL_ENGINES ?= transformers-fp32,llamacpp-q4_1
+EVAL_ARGS ?=
+BENCH_REALTIME_ARGS ?=
+EVAL_JSON := bench/results/eval.json
+
+.PHONY: eval bench-realtime
+
+eval: install
+	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.eval --engines $(EVAL_ENGINES) --out $(EVAL_JSON) $(EVAL_ARGS)
+
+# The benchmark reads ROUGE-L from the eval results; they are (re)computed when missing or
+# older than the engine or the eval data.
+$(EVAL_JSON): bench/eval.py model_repository/summarizer/1/summarizer_engine.py tests/data/eval/eval_en.jsonl tests/data/eval/eval_zh.jsonl
+	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.eval --engines $(EVAL_ENGINES) --out $(EVAL_JSON) $(EVAL_ARGS)
+
+bench-realtime: install $(EVAL_JSON)
+	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.realtime_bench $(BENCH_REALTIME_ARGS)

@@ -1,0 +1,55 @@
+"""The llama.cpp engine in process (no Triton): batched rows are independent of each other."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+TEXTS = [
+    "The meeting was moved to Friday because the chief executive was ill and could not travel.",
+    "Heavy rain flooded several streets in the old town overnight, and two schools stayed closed.",
+    "长城是中国古代的军事防御工程，东起山海关，西至嘉峪关，全长两万多公里。",
+]
+
+
+@pytest.fixture(scope="module")
+def engine(engine_module):
+    pytest.importorskip("llama_cpp")
+    cfg = engine_module.EngineConfig.from_sources({"engine": "llamacpp", "max_batch": "4", "warmup": "false"}, {})
+    eng = engine_module.create_engine(cfg)
+    eng.load()
+    yield eng
+    eng.close()
+
+
+def test_auto_picks_llamacpp_for_the_gguf_on_cpu(engine_module):
+    pytest.importorskip("llama_cpp")
+    cfg = engine_module.EngineConfig.from_sources({"device": "cpu"}, {})
+    assert cfg.engine == "llamacpp" and cfg.sources["engine"].endswith("(auto)")
+    assert type(engine_module.create_engine(cfg)).__name__ == "LlamaCppEngine"
+
+
+def test_llamacpp_rejects_a_directory(engine_module, tmp_path):
+    with pytest.raises(engine_module.ConfigError):
+        engine_module.EngineConfig.from_sources({"engine": "llamacpp", "model_path": str(tmp_path)}, {})
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: llama.cpp batched decode is not batch-invariant yet; "
+                   "the engine is therefore not the default (config.pbtxt pins transformers)")
+def test_rows_are_independent_of_batch_and_budgets(engine):
+    alone = [engine.generate([engine.prepare(t, 12)])[0] for t in TEXTS]
+    mixed = engine.generate([engine.prepare(TEXTS[0], 3), *(engine.prepare(t, 12) for t in TEXTS),
+                             engine.prepare(TEXTS[1], 30)])
+    assert mixed[1:4] == alone
+    assert 0 < mixed[0].output_tokens <= 3 and mixed[4].output_tokens <= 30
+    # more rows than max_batch (4) are generated in several rounds, same answers
+    again = engine.generate([engine.prepare(t, 12) for t in TEXTS * 2])
+    assert again == alone * 2
+
+
+def test_counts_and_languages(engine):
+    zh = engine.prepare(TEXTS[2], 16)
+    assert zh.language == "zh" and zh.input_tokens > 5
+    out = engine.generate([zh])[0]
+    assert out.summary and "\ufffd" not in out.summary
