@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from common.metrics import install_metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +46,21 @@ def health_server(app, port: int) -> uvicorn.Server:  # noqa: ANN001
 
 async def serve_health(server: uvicorn.Server) -> asyncio.Task:
     return asyncio.create_task(server.serve(), name="health-server")
+
+
+def consumer_health_app(service: str, checks: Callable[[], Awaitable[dict[str, bool]]]) -> FastAPI:
+    """/healthz (process alive), /readyz (every named check true), /metrics for a Kafka consumer."""
+    app = FastAPI(title=f"Précis {service}", openapi_url=None)
+    install_metrics(app, service)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        results = await checks()
+        ok = all(results.values())
+        return JSONResponse({"ready": ok, "checks": results}, status_code=200 if ok else 503)
+
+    return app

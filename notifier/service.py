@@ -11,7 +11,6 @@ import aiosmtplib
 import httpx
 from aiokafka.errors import IllegalStateError, KafkaError
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -19,9 +18,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from common import kafka
 from common.logs import setup_logging
-from common.metrics import install_metrics
 from common.schemas import JobEvent
-from common.serve import health_server
+from common.serve import consumer_health_app, health_server
 from common.store import Database, Job, Notification
 from notifier.channels import build_email, send_email, send_webhook, webhook_payload
 from notifier.config import NotifierSettings, get_settings
@@ -126,20 +124,10 @@ class Notifier:
 
 
 def health_app(n: Notifier) -> FastAPI:
-    app = FastAPI(title="Précis notifier", openapi_url=None)
-    install_metrics(app, "notifier")
+    async def checks() -> dict[str, bool]:
+        return {"consumer": n.running, "database": await n.db.ping()}
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        checks = {"consumer": n.running, "database": await n.db.ping()}
-        ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
-
-    return app
+    return consumer_health_app("notifier", checks)
 
 
 async def amain(s: NotifierSettings) -> None:

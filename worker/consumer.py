@@ -24,6 +24,7 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from common.aio import gather_or_cancel
 from common import kafka
 from common.metrics import LATENCY_BUCKETS
 from common.schemas import JobMessage, JobStatus
@@ -184,13 +185,7 @@ class Worker:
         records of finished jobs are no-ops."""
         assert self.consumer is not None
         tasks = [asyncio.create_task(self.handle(rec.value)) for rec in records]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        await gather_or_cancel(tasks)
         await self._commit(tp, records[-1].offset + 1)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:

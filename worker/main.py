@@ -7,13 +7,11 @@ import logging
 import signal
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from common import kafka
 from common.logs import setup_logging
-from common.metrics import install_metrics
 from common.outbox import OutboxRelay
-from common.serve import health_server
+from common.serve import consumer_health_app, health_server
 from common.store import Database
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient
@@ -25,25 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def health_app(worker: Worker, triton: SummarizerClient, relay: OutboxRelay) -> FastAPI:
-    app = FastAPI(title="Précis worker", openapi_url=None)
-    install_metrics(app, "worker")
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        checks = {
+    async def checks() -> dict[str, bool]:
+        return {
             "consumer": worker.running,
             "database": await worker.db.ping(),
             "triton": await triton.ready(1.0),
             "outbox": relay.healthy,
         }
-        ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    return app
+    return consumer_health_app("worker", checks)
 
 
 async def amain(settings: WorkerSettings) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from common.aio import gather_or_cancel
 from common.chunking import chunk_text, group_for_reduce
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient, TritonFailure
@@ -103,13 +104,7 @@ async def summarize_document(
 
         todo = [i for i, o in enumerate(out) if o is None]
         tasks = [asyncio.create_task(one(i)) for i in todo]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        await gather_or_cancel(tasks)
         return [o or "" for o in out]
 
     if len(chunks) == 1:
