@@ -215,27 +215,9 @@ class Bench:
     # ---- audit -------------------------------------------------------------------------------
 
     async def topic(self, topic: str) -> list[dict]:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from common.kafka import read_topic
 
-        c = AIOKafkaConsumer(bootstrap_servers=self.kafka, enable_auto_commit=False)
-        await c.start()
-        try:
-            await c._client.force_metadata_update()  # noqa: SLF001
-            parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
-            c.assign(parts)
-            await c.seek_to_beginning(*parts)
-            end = await c.end_offsets(parts)
-            out: list[dict] = []
-
-            async def behind() -> bool:
-                return any([await c.position(tp) < end[tp] for tp in parts])
-
-            while await behind():
-                for recs in (await c.getmany(timeout_ms=1000, max_records=5000)).values():
-                    out.extend(json.loads(r.value) for r in recs)
-            return out
-        finally:
-            await c.stop()
+        return await read_topic(self.kafka, topic)
 
     def store_rows(self, sql: str) -> list[tuple]:
         if self.a.database_url:

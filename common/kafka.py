@@ -122,6 +122,32 @@ async def ensure_topics(s: CommonSettings, timeout_s: float = 60.0) -> None:
                 await admin.close()
 
 
+async def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
+    """Every message of ``topic`` from the beginning up to its current end (group-less consumer,
+    nothing committed): for audits in tests and benchmarks."""
+    from aiokafka import TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await c.start()
+    try:
+        await c._client.force_metadata_update()  # noqa: SLF001 - partitions of a topic we don't subscribe to
+        parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
+        c.assign(parts)
+        await c.seek_to_beginning(*parts)
+        end = await c.end_offsets(parts)
+        out: list[Any] = []
+
+        async def behind() -> bool:
+            return any([await c.position(tp) < end[tp] for tp in parts])
+
+        while await behind():
+            for recs in (await c.getmany(timeout_ms=1000, max_records=5000)).values():
+                out.extend(loads(r.value) for r in recs)
+        return out
+    finally:
+        await c.stop()
+
+
 async def wait_for_broker(s: CommonSettings, timeout_s: float = 60.0) -> None:
     await ensure_topics(s, timeout_s)
 

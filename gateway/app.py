@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from common.logs import setup_logging
 from common.metrics import install_metrics
-from common.problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_response
+from common.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from common.schemas import (
     DEFAULT_REALTIME_SUMMARY_TOKENS,
     AsyncAccepted,

@@ -199,32 +199,9 @@ class FaultStack:
 
     def topic(self, topic: str) -> list[dict]:
         """Every message of a topic, from the beginning (a group-less consumer)."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from common.kafka import read_topic
 
-        async def read() -> list[dict]:
-            c = AIOKafkaConsumer(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", enable_auto_commit=False)
-            await c.start()
-            try:
-                parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
-                if not parts:
-                    await c._client.force_metadata_update()  # noqa: SLF001
-                    parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
-                c.assign(parts)
-                await c.seek_to_beginning(*parts)
-                end = await c.end_offsets(parts)
-                out: list[dict] = []
-                async def behind() -> bool:
-                    return any([await c.position(tp) < end[tp] for tp in parts])
-
-                while await behind():
-                    batch = await c.getmany(timeout_ms=1000)
-                    for recs in batch.values():
-                        out.extend(json.loads(r.value) for r in recs)
-                return out
-            finally:
-                await c.stop()
-
-        return asyncio.run(read())
+        return asyncio.run(read_topic(f"127.0.0.1:{KAFKA_PORT}", topic))
 
     def event_counts(self, ids: list[str], timeout: float = 90) -> dict[str, Counter]:
         """Terminal events per job, once every job has at least one (plus a grace period)."""

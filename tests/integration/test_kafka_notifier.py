@@ -127,3 +127,17 @@ async def test_signed_webhook_delivered_and_verifiable(db, unused_tcp_port_facto
     expected = base64.b64encode(hmac.new(secret_raw, signed, hashlib.sha256).digest()).decode()
     assert headers["webhook-signature"] == f"v1,{expected}"
     assert b"A crisp summary" in body
+
+
+async def test_read_topic_returns_every_message_from_the_beginning(kafka_broker):
+    s = CommonSettings(kafka_bootstrap_servers=kafka_broker, env="test")
+    await kafka.ensure_topics(s)
+    producer = kafka.make_producer(s, "test-read")
+    await producer.start()
+    try:
+        for i in range(5):
+            await producer.send_and_wait(kafka.JOBS_DLQ, key=f"k{i}", value={"n": i, "tag": "read-topic"})
+    finally:
+        await producer.stop()
+    got = [m for m in await kafka.read_topic(kafka_broker, kafka.JOBS_DLQ) if m.get("tag") == "read-topic"]
+    assert sorted(m["n"] for m in got) == [0, 1, 2, 3, 4]
