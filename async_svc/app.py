@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from async_svc.config import AsyncSettings, get_settings
+from async_svc.intake import GroupCommitter
 from async_svc.jobs import cancel_job, create_job, get_job, to_view
 from common import kafka
 from common.logs import setup_logging
@@ -36,10 +37,12 @@ class CreateJob(BaseModel):
 
 
 class State:
-    def __init__(self, settings: AsyncSettings, db: Database, relay: OutboxRelay) -> None:
+    def __init__(self, settings: AsyncSettings, db: Database, relay: OutboxRelay,
+                 committer: GroupCommitter) -> None:
         self.settings = settings
         self.db = db
         self.relay = relay
+        self.committer = committer
 
 
 @asynccontextmanager
@@ -52,11 +55,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await producer.start()
     relay = OutboxRelay(db, producer, poll_s=settings.outbox_poll_s)
     relay.start()
-    app.state.precis = State(settings, db, relay)
+    committer = GroupCommitter(db, max_batch=settings.intake_max_batch, fault=_fault_hook(settings.fault_inject))
+    committer.start()
+    app.state.precis = State(settings, db, relay, committer)
     log.info("async_svc ready")
     try:
         yield
     finally:
+        await committer.stop()
         await relay.stop()
         await producer.stop()
         await db.close()
@@ -75,7 +81,8 @@ def _fault_hook(mode: str):  # noqa: ANN202
     return hit
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:
+    # async: FastAPI runs a plain-def dependency in its threadpool (a thread hop per request)
     return request.app.state.precis
 
 
@@ -109,7 +116,7 @@ def create_app() -> FastAPI:
             notify=body.notify.model_dump(mode="json", exclude_none=True) if body.notify else None,
             metadata=body.metadata,
             idempotency_key=idempotency_key,
-            fault=_fault_hook(state.settings.fault_inject),
+            committer=state.committer,
         )
         if created:
             state.relay.kick()

@@ -14,6 +14,8 @@ class AsyncSettings(CommonSettings):
     service_name: str = "async_svc"
     max_document_bytes: int = Field(default=MAX_TEXT_BYTES, ge=1, le=MAX_TEXT_BYTES)
     outbox_poll_s: float = Field(default=0.5, gt=0)
+    # Most jobs written by one intake transaction (group commit, async_svc/intake.py).
+    intake_max_batch: int = Field(default=256, ge=1, le=4096)
     # Fault injection for tests/faults only (refused outside local/test): SIGKILL this process
     # right before or right after the job's transaction commits, before anything is published.
     fault_inject: Literal["", "crash_before_commit", "crash_after_commit"] = ""

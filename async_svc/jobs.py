@@ -7,7 +7,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,9 @@ from common.schemas import (
     Progress,
 )
 from common.store import Database, Job, Notification
+
+if TYPE_CHECKING:
+    from async_svc.intake import GroupCommitter
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -78,8 +81,13 @@ async def create_job(
     metadata: dict[str, Any] | None,
     idempotency_key: str | None,
     fault: Callable[[str], None] | None = None,
+    committer: "GroupCommitter | None" = None,
 ) -> tuple[Job, bool]:
-    """Store the job and its Kafka message atomically. Returns (job, created)."""
+    """Store the job and its Kafka message atomically. Returns (job, created).
+
+    With a ``committer`` (async_svc's lifespan owns one), the two rows are committed together with
+    the other jobs arriving at the same moment (async_svc/intake.py); without, in a transaction
+    of their own (tests, tools)."""
     params = JobParams(max_summary_tokens=max_summary_tokens or DEFAULT_ASYNC_SUMMARY_TOKENS, language=language)
     body_hash = request_hash(
         {"text": text, "params": params.model_dump(), "notify": notify, "metadata": metadata}
@@ -111,6 +119,9 @@ async def create_job(
     )
     msg = JobMessage(job_id=job.id, tenant=tenant, attempt=1, params=params, enqueued_at=now)
     try:
+        if committer is not None:
+            await committer.add(job, msg.model_dump(mode="json"))
+            return job, True
         async with db.transaction() as s:
             s.add(job)
             await s.flush()  # the job row exists before the outbox row that points at it

@@ -138,6 +138,40 @@ class Bench:
                 except TimeoutError:
                     pass
 
+    def service_cpu(self) -> dict[str, float]:
+        """CPU seconds (user+system) used so far by each stack process, by role."""
+        import psutil
+
+        roles = {"gateway": "-m gateway", "async_svc": "-m async_svc", "worker": "-m worker",
+                 "notifier": "-m notifier", "triton": "tritonserver", "kafka": "kafka.Kafka"}
+        out: dict[str, float] = dict.fromkeys(roles, 0.0)
+        if self.proc is None:
+            return out
+        try:
+            procs = psutil.Process(self.proc.p.pid).children(recursive=True)
+        except psutil.Error:
+            return out
+        for pr in procs:
+            try:
+                cmd = " ".join(pr.cmdline())
+                t = pr.cpu_times()
+            except psutil.Error:
+                continue
+            for role, needle in roles.items():
+                if needle in cmd:
+                    # triton_python_backend_stub (the model) is a child of tritonserver
+                    kids = 0.0
+                    if role == "triton":
+                        for k in pr.children(recursive=True):
+                            try:
+                                kt = k.cpu_times()
+                                kids += kt.user + kt.system
+                            except psutil.Error:
+                                pass
+                    out[role] += t.user + t.system + kids
+                    break
+        return out
+
     # ---- phases ------------------------------------------------------------------------------
 
     async def book(self, http: httpx.AsyncClient) -> dict:
@@ -190,10 +224,18 @@ class Bench:
                 ids.append(r.json()["id"])
             bar.update(1)
 
+        cpu0 = await asyncio.to_thread(self.service_cpu)
         t0 = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(n)))
         intake_s = time.monotonic() - t0
+        cpu1 = await asyncio.to_thread(self.service_cpu)
         bar.close()
+        # What bounds intake: CPU each process spent per accepted job during the burst, and the
+        # share of the machine it had (the model keeps working on earlier jobs meanwhile).
+        accepted = max(1, len(ids))
+        cpu_ms = {k: round((cpu1[k] - cpu0[k]) * 1000 / accepted, 2) for k in cpu0}
+        cores = os.cpu_count() or 1
+        busy = {k: round((cpu1[k] - cpu0[k]) / intake_s / cores * 100, 1) for k in cpu0}
         self.phase = "drain"
         bar = tqdm(total=len(ids), desc="short jobs done", unit="job", dynamic_ncols=True)
         t1 = time.monotonic()
@@ -210,6 +252,9 @@ class Bench:
         drain_s = time.monotonic() - t1
         return {"submitted": n, "accepted": len(ids), "status_codes": dict(codes), "intake_seconds": round(intake_s, 2),
                 "intake_jobs_per_s": round(len(ids) / intake_s, 1), "drain_seconds": round(drain_s, 1),
+                "intake_cpu_ms_per_job": cpu_ms, "intake_machine_share_pct": busy,
+                "intake_bound_jobs_per_s_if_alone": round(
+                    cores * 1000 / max(1e-9, cpu_ms["gateway"] + cpu_ms["async_svc"]), 1),
                 "ids": ids}
 
     # ---- audit -------------------------------------------------------------------------------
@@ -299,8 +344,9 @@ class Bench:
         ax[1].plot(t, [s["book_done"] / s["book_total"] * 100 if s["book_total"] else 0 for s in self.samples],
                    label="book: model calls done %")
         n = max(1, self.a.jobs)
-        base = min((s["done"] for s in self.samples if s["phase"] in ("intake", "drain")), default=0)
-        ax[1].plot(t, [max(0, s["done"] - base) / n * 100 if s["phase"] in ("intake", "drain") else 0
+        short = ("intake", "drain", "audit")  # after the book phase
+        base = min((s["done"] for s in self.samples if s["phase"] in short), default=0)
+        ax[1].plot(t, [min(100.0, max(0, s["done"] - base) / n * 100) if s["phase"] in short else 0
                        for s in self.samples], label="short jobs done %")
         ax[1].set_ylabel("progress %")
         ax[1].legend()

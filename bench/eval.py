@@ -36,7 +36,7 @@ VARIANTS = {
     "transformers-fp32": ("transformers", "float32", "as-is"),
     "transformers-bf16": ("transformers", "bfloat16", "as-is"),
 }
-DEFAULT_VARIANTS = "transformers-fp32,llamacpp-q4_1"
+DEFAULT_VARIANTS = "transformers-fp32,llamacpp-q4_1,llamacpp-f16,llamacpp-q8_0"
 
 
 def load_items() -> list[dict]:

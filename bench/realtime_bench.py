@@ -8,10 +8,15 @@ end near --prompt-chars characters) and the same --max-tokens for every measurem
  (b) dynamic batching on vs off (the same model repository with the dynamic_batching block
      removed), directly against Triton at concurrency 8;
  (c) FP32 transformers (PRECIS_MODEL_ENGINE=transformers, dtype float32) vs our default engine
-     (llama.cpp on the Q4_1 GGUF), directly against Triton at concurrency 1; ROUGE-L of both from
-     bench/results/eval.json (`make eval`);
+     (llama.cpp on the GGUF's Q4_1 values stored as f16), directly against Triton at concurrency
+     1; ROUGE-L of both from bench/results/eval.json (`make eval`);
  (d) llama-cpp-python's OpenAI-compatible server on the same GGUF file (/v1/chat/completions,
      greedy, same messages and max_tokens, same repetition penalty), concurrency 1, 4, 8, 16.
+
+Gateway overhead: after (a), with the same stack up, an interleaved probe at concurrency 1 sends
+each prompt direct and through the gateway back to back (order alternating, ABBA), so machine
+drift between phases (which exceeded the overhead in the per-level numbers) cancels out; the
+same probe is repeated with max_tokens=1 (prefill only), where the model's time is smallest.
 
 Closed loop: C clients, each sends its next request when the previous one returns; a level runs
 a fixed number of requests (more at higher concurrency). summaries/s = requests / wall time.
@@ -97,6 +102,23 @@ class Proc:
                 os.killpg(self.p.pid, signal.SIGKILL)
                 self.p.wait(10)
         self._fh.close()
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by this process and its children."""
+        import psutil
+
+        total = 0.0
+        try:
+            root = psutil.Process(self.p.pid)
+            for pr in [root, *root.children(recursive=True)]:
+                try:
+                    t = pr.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        return total
 
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -251,6 +273,38 @@ def llamacpp_caller(http: httpx.AsyncClient, max_tokens: int, port: int):
     return call
 
 
+async def interleaved_probe(direct, gateway, prompts: list[dict], rounds: int, desc: str,
+                            hops: list[Proc] | None = None) -> dict:
+    """Alternate direct/gateway calls on the same prompt (ABBA order) at concurrency 1. With
+    ``hops`` (realtime_svc, gateway), also the CPU time each of them spent per gateway request."""
+    d_lat, g_lat, diffs = [], [], []
+    cpu0 = {h.name: h.cpu_s() for h in hops or []}
+    for r in tqdm(range(rounds), desc=desc, unit="pair", leave=False):
+        p = prompts[r % len(prompts)]
+        first_direct = r % 2 == 0
+        times = {}
+        for name, call in ((("direct", direct), ("gateway", gateway)) if first_direct
+                           else (("gateway", gateway), ("direct", direct))):
+            t0 = time.perf_counter()
+            await call(p)
+            times[name] = time.perf_counter() - t0
+        d_lat.append(times["direct"])
+        g_lat.append(times["gateway"])
+        diffs.append(times["gateway"] - times["direct"])
+    out = {
+        "pairs": rounds,
+        "direct_p50_ms": round(statistics.median(d_lat) * 1000, 2),
+        "gateway_p50_ms": round(statistics.median(g_lat) * 1000, 2),
+        "p50_difference_ms": round((statistics.median(g_lat) - statistics.median(d_lat)) * 1000, 2),
+        "paired_median_ms": round(statistics.median(diffs) * 1000, 2),
+        "paired_p90_ms": round(sorted(diffs)[int(0.9 * (len(diffs) - 1))] * 1000, 2),
+    }
+    for h in hops or []:
+        out[f"{h.name}_cpu_ms_per_request"] = round((h.cpu_s() - cpu0[h.name]) * 1000 / rounds, 2)
+    log(f"{desc}: {out}")
+    return out
+
+
 async def run_levels(call, prompts, name: str, levels=LEVELS, warm: int = 2) -> tuple[dict, dict]:
     for p in prompts[:warm]:
         await call(p)
@@ -316,13 +370,15 @@ async def amain(args) -> dict:
         services = start_services(tmp)
         client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as http:
-            res["direct"], per_direct = await run_levels(direct_caller(client, mt), prompts, "triton direct")
-            res["gateway"], per_gw = await run_levels(gateway_caller(http, mt), prompts, "gateway e2e")
+            res["direct"], _ = await run_levels(direct_caller(client, mt), prompts, "triton direct")
+            res["gateway"], _ = await run_levels(gateway_caller(http, mt), prompts, "gateway e2e")
+            res["overhead_probe"] = await interleaved_probe(
+                direct_caller(client, mt), gateway_caller(http, mt), prompts, args.probe_rounds,
+                f"overhead probe max_tokens={mt}", services)
+            res["overhead_probe_1_token"] = await interleaved_probe(
+                direct_caller(client, 1), gateway_caller(http, 1), prompts, args.probe_rounds * 2,
+                "overhead probe max_tokens=1", services)
         await client.close()
-        # paired per-prompt overhead at c=1 (same prompt, same deterministic output)
-        d1 = dict(per_direct["1"])
-        diffs = [dt - d1[i] for i, dt in per_gw["1"] if i in d1]
-        res["gateway_overhead_paired_median_ms"] = round(statistics.median(diffs) * 1000, 2) if diffs else None
     finally:
         for p in reversed(services):
             p.stop()
@@ -375,12 +431,19 @@ async def amain(args) -> dict:
     res["quantized_speedup_c1"] = ratio(res["direct_transformers_fp32"]["1"]["p50_ms"], d["1"]["p50_ms"])
     res["vs_llamacpp_throughput_c8"] = ratio(g["8"]["summaries_per_s"], ll["8"]["summaries_per_s"])
     res["vs_llamacpp_p50_c1"] = ratio(g["1"]["p50_ms"], ll["1"]["p50_ms"])
-    res["gateway_overhead_p50_ms"] = round(g["1"]["p50_ms"] - d["1"]["p50_ms"], 2)
+    # p50 through gateway + realtime_svc - p50 direct, from the interleaved probe (same prompts and
+    # max_tokens as everything else); the per-level difference is kept for reference only.
+    res["gateway_overhead_p50_ms"] = res["overhead_probe"]["p50_difference_ms"]
+    res["gateway_overhead_paired_median_ms"] = res["overhead_probe"]["paired_median_ms"]
+    res["gateway_overhead_1_token_p50_ms"] = res["overhead_probe_1_token"]["p50_difference_ms"]
+    res["gateway_minus_direct_levels_c1_ms"] = round(g["1"]["p50_ms"] - d["1"]["p50_ms"], 2)
     ev_path = ROOT / "bench" / "results" / "eval.json"
     if ev_path.exists():
         ev = json.loads(ev_path.read_text())
         v = ev["variants"]
-        q, f = v.get("llamacpp-q4_1"), v.get("transformers-fp32")
+        # the variant the benchmark ran (config.pbtxt default: llama.cpp, f16 storage of Q4_1 values)
+        q, f = v.get(args.engine_variant), v.get("transformers-fp32")
+        res["quantized_variant"] = args.engine_variant
         if q and f:
             res["quantized_rougeL"] = q["rouge"]["all"]["rougeL"]
             res["fp32_rougeL"] = f["rouge"]["all"]["rougeL"]
@@ -433,6 +496,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--prompt-chars", type=int, default=600)
+    ap.add_argument("--probe-rounds", type=int, default=30, help="pairs in the gateway-overhead probe")
+    ap.add_argument("--engine-variant", default="llamacpp-f16",
+                    help="bench/eval.py variant whose ROUGE-L stands for the engine under test")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "realtime.json"))
     ap.add_argument("--smoke", action="store_true", help="2 requests per level: check the harness, not the numbers")
     args = ap.parse_args()
@@ -440,6 +506,7 @@ def main() -> int:
         for c in REQUESTS:
             REQUESTS[c] = 2
         args.max_tokens = 4
+        args.probe_rounds = 2
     t0 = time.monotonic()
     res = asyncio.run(amain(args))
     res["bench_wall_s"] = round(time.monotonic() - t0, 1)
@@ -449,7 +516,8 @@ def main() -> int:
     out.write_text(json.dumps(res, indent=2) + "\n")
     plot(res, out.with_suffix(".png"))
     keys = ["batching_speedup_c8", "quantized_speedup_c1", "quantized_rougeL_delta", "vs_llamacpp_throughput_c8",
-            "vs_llamacpp_p50_c1", "gateway_overhead_p50_ms", "gateway_overhead_paired_median_ms"]
+            "vs_llamacpp_p50_c1", "gateway_overhead_p50_ms", "gateway_overhead_paired_median_ms",
+            "gateway_overhead_1_token_p50_ms"]
     print(json.dumps({k: res.get(k) for k in keys}, indent=2))
     print(json.dumps(res["targets"], indent=2))
     print(f"wrote {out} and {out.with_suffix('.png')} in {res['bench_wall_s']} s")

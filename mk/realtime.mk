@@ -4,7 +4,7 @@
 # Both take the machine-wide CPU lock (flock $(PRECIS_CPU_LOCK)) so parallel heavy runs do not
 # pollute the numbers. EVAL_ENGINES picks the variants (bench/eval.py --help).
 PRECIS_CPU_LOCK ?= /tmp/precis-cpu.lock
-EVAL_ENGINES ?= transformers-fp32,llamacpp-q4_1
+EVAL_ENGINES ?= transformers-fp32,llamacpp-q4_1,llamacpp-f16,llamacpp-q8_0
 EVAL_ARGS ?=
 BENCH_REALTIME_ARGS ?=
 EVAL_JSON := bench/results/eval.json

@@ -16,9 +16,12 @@ class WorkerSettings(CommonSettings):
     # Transient Triton errors are retried in place this many times before the job-level retry.
     call_retries: int = Field(default=3, ge=1)
     triton_timeout_s: float = Field(default=300.0, gt=0)
-    # Summaries in flight to Triton from this worker, across all its jobs: enough to fill a
-    # dynamic batch (max_batch_size 16) without overflowing Triton's queue.
-    max_in_flight_calls: int = Field(default=16, ge=1)
+    # Summaries in flight to Triton from this worker, across all its jobs: two of Triton's
+    # batches (max_batch_size 16), one executing and the next already waiting in Triton's queue.
+    # With only one batch in flight, the calls that follow a finished batch trickle in (each
+    # waits for its checkpoint write) and the dynamic batcher started the next long execution with
+    # 2-5 of them (measured: mean batch 8.4 instead of 16; docs/performance.md).
+    max_in_flight_calls: int = Field(default=32, ge=1)
     # Records taken per poll (across partitions); those of one partition run together (batch
     # drain), so many short jobs fill Triton's dynamic batches.
     max_poll_records: int = Field(default=16, ge=1, le=500)

@@ -13,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
     # WAL lets readers run beside the single writer; busy_timeout makes concurrent writers from
-    # several local processes (async_svc, worker, notifier) wait instead of failing.
+    # several local processes (async_svc, worker, notifier) wait instead of failing. FULL syncs the
+    # WAL at every commit, so a 202 (job committed) survives a power cut too, not only a crash;
+    # intake's group commit (async_svc/intake.py) shares that fsync among a burst's jobs.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

@@ -136,10 +136,12 @@ def test_kafka_broker_restart_under_load(stack: FaultStack):
 
 
 def test_job_longer_than_max_poll_interval_is_not_redelivered(stack: FaultStack):
-    # One call in flight and a max poll interval of 10 s: the job takes well over 10 s.
+    # One call in flight and a max poll interval of 10 s: the job takes well over 10 s. Sized for
+    # margin: 1,000 words took 10.2 s once the llama.cpp engine became the default, so 3,000
+    # (~45 one-at-a-time calls, ~30 s here).
     w = stack.start_worker(PRECIS_MAX_POLL_INTERVAL_MS="10000", PRECIS_MAX_IN_FLIGHT_CALLS="1")
     t0 = time.monotonic()
-    job = stack.submit(doc(70, 1000))
+    job = stack.submit(doc(7, 3000))
     progress = set()
     while stack.jobs([job])[job]["status"] not in ("succeeded", "failed"):
         v = stack.view(job)
@@ -165,6 +167,7 @@ def test_sigterm_drains_worker(stack: FaultStack):
     b = stack.start_worker(PRECIS_MAX_IN_FLIGHT_CALLS="2")
     ids = [stack.submit(doc(80 + i, 800)) for i in range(3)]
     deadline = time.monotonic() + 120
+    last_submit = time.monotonic()
     while True:
         rows = stack.jobs(ids)
         mine = [r for r in rows.values() if r["status"] == "running" and owner_pid(r["lease_owner"]) == a.p.pid
@@ -172,6 +175,11 @@ def test_sigterm_drains_worker(stack: FaultStack):
         if mine:
             break
         assert time.monotonic() < deadline, "worker a never ran a job"
+        # A job's partition follows from its (random) id, and a owns only half of the partitions:
+        # all of the first jobs may land on b's. Keep feeding jobs until a holds one mid-way.
+        if time.monotonic() - last_submit > 2 and len(ids) < 20:
+            ids.append(stack.submit(doc(80 + len(ids), 800)))
+            last_submit = time.monotonic()
         time.sleep(0.3)
     a.signal(signal.SIGTERM)
     assert a.p.wait(30) == 0, a.tail()

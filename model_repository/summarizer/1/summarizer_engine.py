@@ -1,4 +1,4 @@
-"""Summarization engine behind the Triton ``summarizer`` model (python backend).
+r"""Summarization engine behind the Triton ``summarizer`` model (python backend).
 
 This module has no Triton import, so it can be exercised (and profiled) alone:
 
@@ -21,7 +21,7 @@ Configuration (see ``EngineConfig``): each key is a ``parameters`` entry of
 | max_new_tokens_cap   | PRECIS_MODEL_MAX_NEW_TOKENS_CAP     | 512 |
 | threads              | PRECIS_MODEL_THREADS                | 0 (= one per core) |
 | max_batch            | PRECIS_MODEL_MAX_BATCH              | 16 (llamacpp: sequences decoded together; Triton's max_batch_size) |
-| llamacpp_weights     | PRECIS_MODEL_LLAMACPP_WEIGHTS       | as-is (the GGUF as shipped) \| q8_0 \| f16: converted once at load, cached under PRECIS_CACHE/models |
+| llamacpp_weights     | PRECIS_MODEL_LLAMACPP_WEIGHTS       | f16 (the shipped Q4_1 values stored as f16: fast batched GEMM) \| q8_0 \| as-is (the GGUF as shipped); converted once at load, cached under PRECIS_CACHE/models |
 | repetition_penalty   | PRECIS_MODEL_REPETITION_PENALTY     | 1.1 (prompts in Latin-script languages) |
 | repetition_penalty_cjk | PRECIS_MODEL_REPETITION_PENALTY_CJK | 1.0 (zh/ja/ko: a summary must reuse the source's characters) |
 | no_repeat_ngram_size | PRECIS_MODEL_NO_REPEAT_NGRAM_SIZE   | 0 (disabled: HF applies it to the prompt too, which forbids quoting the source) |
@@ -31,10 +31,15 @@ Engines (same prompts, same validation, same greedy decoding with a per-row repe
 
 * ``transformers``: PyTorch; a GGUF file is de-quantized to ``dtype`` (fp32 on CPU, bf16/fp16 on
   GPU with SDPA). Any Hugging Face causal-LM directory works.
-* ``llamacpp``: llama.cpp (llama-cpp-python, in process) on the GGUF file as it is (SmolLM2's
-  Q4_1). A batch is decoded together through llama.cpp's batch API, one sequence id per row,
-  with a non-unified KV cache (each row attends to its own cells only); each row stops at its
-  own budget or end-of-turn token, so the other rows never change its output.
+* ``llamacpp``: llama.cpp (llama-cpp-python, in process) on the GGUF file; by default its Q4_1
+  weights are stored once as f16 (same values, no new quantization error) because llama.cpp's
+  batched GEMM kernels (llamafile tinyBLAS) cover f16 but not Q4_1, which makes a decode step of
+  8 rows far cheaper than 8 steps of one row (docs/performance.md). A batch is decoded together
+  through llama.cpp's batch API, one sequence id per row, with a non-unified KV cache (each row
+  attends to its own cells only); each row stops at its own budget or end-of-turn token.
+  Batch invariance: prompts are prefilled one row at a time so a prompt is always cut into the
+  same ubatches; packing several prompts into one ubatch changed the kernel shapes and with them
+  a row's greedy output (tests/triton/test_engine_llamacpp.py holds it).
 """
 
 from __future__ import annotations
@@ -123,7 +128,7 @@ class EngineConfig:
     no_repeat_ngram_size: int = 0
     warmup: bool = True
     max_batch: int = 16
-    llamacpp_weights: str = "as-is"
+    llamacpp_weights: str = "f16"
     # where each value came from (for the load log line)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -769,20 +774,15 @@ class LlamaCppEngine(BaseEngine):
         pos = [len(it.prompt_ids) for it in items]
         next_logits: dict[int, Any] = {}
 
-        # prefill: pack every row's prompt into batches of n_batch tokens; logits at each row's last token
-        pending: list[tuple[int, int, int, bool]] = []
-        owners: list[int] = []
+        # prefill: one row at a time, so a prompt is always split into the same ubatches whatever
+        # else is in the batch (packing rows together changed the kernels' shapes and so the numbers)
         for row, it in enumerate(items):
-            last = len(it.prompt_ids) - 1
-            for p, tok in enumerate(it.prompt_ids):
-                pending.append((tok, p, row, p == last))
-                owners.append(row)
-        for s0 in range(0, len(pending), self.n_batch):
-            chunk = pending[s0 : s0 + self.n_batch]
-            self._decode_batch(chunk)
-            for i, entry in enumerate(chunk):
-                if entry[3]:
-                    next_logits[entry[2]] = self._logits(i)
+            ids = it.prompt_ids
+            for s0 in range(0, len(ids), self.n_batch):
+                chunk = [(tok, s0 + j, row, s0 + j == len(ids) - 1) for j, tok in enumerate(ids[s0 : s0 + self.n_batch])]
+                self._decode_batch(chunk)
+                if chunk[-1][3]:
+                    next_logits[row] = self._logits(len(chunk) - 1)
 
         while True:
             feed: list[tuple[int, int, int, bool]] = []
