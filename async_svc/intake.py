@@ -97,19 +97,27 @@ class GroupCommitter:
                     _fail(item, exc)
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        async with self.db.transaction() as s:
-            s.add_all([it.job for it in batch])
-            await s.flush()  # the job rows exist before the outbox rows that point at them
-            for it in batch:
-                enqueue(s, kafka.JOBS, it.job.id, it.message)
-            if self.fault:
-                await s.flush()
-                self.fault("crash_before_commit")
-        if self.fault:
-            self.fault("crash_after_commit")
+        await write_jobs(self.db, [(it.job, it.message) for it in batch], self.fault)
         for it in batch:
             if not it.done.done():
                 it.done.set_result(None)
+
+
+async def write_jobs(db: Database, jobs: list[tuple[Job, dict[str, Any]]],
+                     fault: Callable[[str], None] | None = None) -> None:
+    """Jobs and their ``precis.jobs`` outbox rows in one transaction (the committer's batch, or
+    one job when async_svc.jobs.create_job runs without a committer). ``fault`` is the
+    tests/faults hook: SIGKILL right before or right after the commit."""
+    async with db.transaction() as s:
+        s.add_all([job for job, _ in jobs])
+        await s.flush()  # the job rows exist before the outbox rows that point at them
+        for job, message in jobs:
+            enqueue(s, kafka.JOBS, job.id, message)
+        if fault:
+            await s.flush()
+            fault("crash_before_commit")
+    if fault:
+        fault("crash_after_commit")
 
 
 def _fail(item: _Pending, exc: BaseException) -> None:

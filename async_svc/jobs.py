@@ -7,11 +7,12 @@ import json
 import uuid
 from datetime import UTC, datetime
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from async_svc.intake import GroupCommitter, write_jobs
 from common import kafka
 from common.outbox import enqueue
 from common.problems import Problem
@@ -26,9 +27,6 @@ from common.schemas import (
     Progress,
 )
 from common.store import Database, Job, Notification
-
-if TYPE_CHECKING:
-    from async_svc.intake import GroupCommitter
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -81,7 +79,7 @@ async def create_job(
     metadata: dict[str, Any] | None,
     idempotency_key: str | None,
     fault: Callable[[str], None] | None = None,
-    committer: "GroupCommitter | None" = None,
+    committer: GroupCommitter | None = None,
 ) -> tuple[Job, bool]:
     """Store the job and its Kafka message atomically. Returns (job, created).
 
@@ -122,15 +120,7 @@ async def create_job(
         if committer is not None:
             await committer.add(job, msg.model_dump(mode="json"))
             return job, True
-        async with db.transaction() as s:
-            s.add(job)
-            await s.flush()  # the job row exists before the outbox row that points at it
-            enqueue(s, kafka.JOBS, job.id, msg.model_dump(mode="json"))
-            if fault:
-                await s.flush()
-                fault("crash_before_commit")
-        if fault:
-            fault("crash_after_commit")
+        await write_jobs(db, [(job, msg.model_dump(mode="json"))], fault)
     except IntegrityError:
         # Two requests with one Idempotency-Key raced: the loser returns the winner's job.
         if idempotency_key:

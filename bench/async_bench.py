@@ -36,7 +36,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.procs import Proc, http_ok, port_open, stack_env, wait_until  # noqa: E402
+from tests.procs import Proc, cpu_seconds, http_ok, port_open, stack_env, wait_until  # noqa: E402
 
 BOOK = ROOT / "tests/data/book/pride_and_prejudice.txt"
 RESULTS = ROOT / "bench/results"
@@ -154,21 +154,12 @@ class Bench:
         for pr in procs:
             try:
                 cmd = " ".join(pr.cmdline())
-                t = pr.cpu_times()
             except psutil.Error:
                 continue
             for role, needle in roles.items():
                 if needle in cmd:
-                    # triton_python_backend_stub (the model) is a child of tritonserver
-                    kids = 0.0
-                    if role == "triton":
-                        for k in pr.children(recursive=True):
-                            try:
-                                kt = k.cpu_times()
-                                kids += kt.user + kt.system
-                            except psutil.Error:
-                                pass
-                    out[role] += t.user + t.system + kids
+                    # with descendants: the model runs in tritonserver's python-backend stub
+                    out[role] += cpu_seconds(pr.pid)
                     break
         return out
 

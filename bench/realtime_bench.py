@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "model_repository" / "summarizer" / "1"))
 
 from bench.eval import load_items  # noqa: E402
 from common.triton_client import SummarizerClient  # noqa: E402
+from tests.procs import cpu_seconds  # noqa: E402
 
 OFFSET = 25000
 PY = sys.executable
@@ -104,21 +105,7 @@ class Proc:
         self._fh.close()
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) used so far by this process and its children."""
-        import psutil
-
-        total = 0.0
-        try:
-            root = psutil.Process(self.p.pid)
-            for pr in [root, *root.children(recursive=True)]:
-                try:
-                    t = pr.cpu_times()
-                    total += t.user + t.system
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
-        return total
+        return cpu_seconds(self.p.pid)
 
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -211,10 +198,9 @@ def stats(lat: list[float], wall: float, errors: int) -> dict:
     }
 
 
-async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc: str) -> tuple[dict, list]:
+async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc: str) -> dict:
     work = list(range(n))
     lat: list[float] = []
-    per_prompt: list[tuple[int, float]] = []
     errors = 0
     bar = tqdm(total=n, desc=desc, unit="req", leave=False)
 
@@ -229,9 +215,7 @@ async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc:
                 errors += 1
                 log(f"{desc}: error {exc!r}"[:300])
             else:
-                dt = time.perf_counter() - t0
-                lat.append(dt)
-                per_prompt.append((i, dt))
+                lat.append(time.perf_counter() - t0)
             bar.update(1)
 
     t0 = time.perf_counter()
@@ -241,7 +225,7 @@ async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc:
     st = stats(lat, wall, errors)
     log(f"{desc}: p50 {st['p50_ms']} ms p95 {st['p95_ms']} ms p99 {st['p99_ms']} ms "
         f"{st['summaries_per_s']} summaries/s errors {errors}")
-    return st, sorted(per_prompt)
+    return st
 
 
 def direct_caller(client: SummarizerClient, max_tokens: int):
@@ -305,13 +289,13 @@ async def interleaved_probe(direct, gateway, prompts: list[dict], rounds: int, d
     return out
 
 
-async def run_levels(call, prompts, name: str, levels=LEVELS, warm: int = 2) -> tuple[dict, dict]:
+async def run_levels(call, prompts, name: str, levels=LEVELS, warm: int = 2) -> dict:
     for p in prompts[:warm]:
         await call(p)
-    out, per = {}, {}
+    out = {}
     for c in levels:
-        out[str(c)], per[str(c)] = await closed_loop(call, prompts, c, REQUESTS[c], f"{name} c={c}")
-    return out, per
+        out[str(c)] = await closed_loop(call, prompts, c, REQUESTS[c], f"{name} c={c}")
+    return out
 
 
 # --------------------------------------------------------------------------- machine bounds
@@ -370,8 +354,8 @@ async def amain(args) -> dict:
         services = start_services(tmp)
         client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as http:
-            res["direct"], _ = await run_levels(direct_caller(client, mt), prompts, "triton direct")
-            res["gateway"], _ = await run_levels(gateway_caller(http, mt), prompts, "gateway e2e")
+            res["direct"] = await run_levels(direct_caller(client, mt), prompts, "triton direct")
+            res["gateway"] = await run_levels(gateway_caller(http, mt), prompts, "gateway e2e")
             res["overhead_probe"] = await interleaved_probe(
                 direct_caller(client, mt), gateway_caller(http, mt), prompts, args.probe_rounds,
                 f"overhead probe max_tokens={mt}", services)
@@ -389,7 +373,7 @@ async def amain(args) -> dict:
     triton = start_triton(tmp, "triton-nobatch", model_repo(tmp, False))
     try:
         client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
-        res["direct_no_batching"], _ = await run_levels(direct_caller(client, mt), prompts, "triton no-batching",
+        res["direct_no_batching"] = await run_levels(direct_caller(client, mt), prompts, "triton no-batching",
                                                        levels=(8,))
         await client.close()
     finally:
@@ -401,7 +385,7 @@ async def amain(args) -> dict:
                           PRECIS_MODEL_ENGINE="transformers", PRECIS_MODEL_DTYPE="float32")
     try:
         client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
-        res["direct_transformers_fp32"], _ = await run_levels(direct_caller(client, mt), prompts,
+        res["direct_transformers_fp32"] = await run_levels(direct_caller(client, mt), prompts,
                                                              "transformers-fp32 direct", levels=(1,), warm=1)
         await client.close()
     finally:
@@ -419,7 +403,7 @@ async def amain(args) -> dict:
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", srv, 120)
         async with httpx.AsyncClient(timeout=600) as http:
-            res["llamacpp_server"], _ = await run_levels(llamacpp_caller(http, mt, port), prompts, "llama.cpp server")
+            res["llamacpp_server"] = await run_levels(llamacpp_caller(http, mt, port), prompts, "llama.cpp server")
     finally:
         srv.stop()
     phases.update(1)

@@ -33,7 +33,6 @@ from gateway.ratelimit import TokenBucketLimiter
 
 log = logging.getLogger(__name__)
 
-INLINE_TOKENIZE_CHARS = 4096
 ROUTED = Counter("precis_gateway_routed_total", "Requests routed by mode", ["mode", "reason"])
 
 
@@ -174,11 +173,7 @@ def create_app() -> FastAPI:
 
         mode, reason = body.mode, "explicit"
         if mode == Mode.auto:
-            # inline for a paragraph (< 1 ms; a thread hop costs more), a thread for longer texts
-            if len(body.text) <= INLINE_TOKENIZE_CHARS:
-                n = state.counter.count_upto(body.text, s.routing_threshold_tokens)
-            else:
-                n = await asyncio.to_thread(state.counter.count_upto, body.text, s.routing_threshold_tokens)
+            n = await state.counter.count_upto_async(body.text, s.routing_threshold_tokens)
             mode = Mode.realtime if n <= s.routing_threshold_tokens else Mode.async_
             reason = "threshold"
         ROUTED.labels(mode.value, reason).inc()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +21,6 @@ from common.triton_client import SummarizerClient, TritonFailure
 from realtime_svc.config import RealtimeSettings, get_settings
 
 log = logging.getLogger(__name__)
-INLINE_TOKENIZE_CHARS = 4096
 
 INFER_LATENCY = Histogram("precis_realtime_infer_seconds", "Triton call latency (realtime)", buckets=LATENCY_BUCKETS)
 IN_FLIGHT = Gauge("precis_realtime_in_flight", "Realtime summaries in flight")
@@ -77,13 +75,7 @@ def create_app() -> FastAPI:
         t0 = time.perf_counter()
         if not body.text.strip():
             raise Problem(422, "validation-error", "Request body is not valid", "text: must not be blank")
-        # Tokenizing a paragraph takes well under a millisecond: inline, since a thread hop costs
-        # more than that on a loaded CPU. Longer texts (count_upto reads at most 16 chars per
-        # allowed token) go to a thread so the event loop keeps serving.
-        if len(body.text) <= INLINE_TOKENIZE_CHARS:
-            n = state.counter.count_upto(body.text, s.realtime_max_input_tokens)
-        else:
-            n = await asyncio.to_thread(state.counter.count_upto, body.text, s.realtime_max_input_tokens)
+        n = await state.counter.count_upto_async(body.text, s.realtime_max_input_tokens)
         if n > s.realtime_max_input_tokens:
             ERRORS.labels("too_long").inc()
             raise Problem(

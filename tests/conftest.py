@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -11,6 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+
+from common.migrate import upgrade
+from common.store import Database
 
 from tests.procs import ROOT, Proc, port_open, stack_env, wait_until
 
@@ -91,3 +96,24 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+STORE_TABLES = ("notifications", "chunk_results", "outbox", "jobs")  # children first
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request, tmp_path):
+    """The job store, migrated with Alembic: a fresh SQLite file, or the session's PostgreSQL
+    cluster emptied for this test (same code and migrations on both)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'precis.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    await asyncio.to_thread(upgrade, url)
+    d = Database(url)
+    if request.param == "postgres":  # one cluster for the session: start each test clean
+        async with d.transaction() as s:
+            for table in STORE_TABLES:
+                await s.execute(text(f"DELETE FROM {table}"))
+    yield d
+    await d.close()

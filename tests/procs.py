@@ -97,3 +97,37 @@ def http_ok(url: str) -> bool:
         return httpx.get(url, timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def start_triton(env: dict[str, str], log: Path, http_port: int, timeout: float) -> Proc:
+    """scripts/triton.sh (the real tritonserver) with ``env``; returns once /v2/health/ready
+    answers. If it does not, the server is stopped and RuntimeError carries its log tail."""
+    proc = Proc("triton", ["bash", "scripts/triton.sh"], env, log)
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), timeout,
+                   "Triton /v2/health/ready", proc, interval=1.0)
+    except (TimeoutError, RuntimeError) as exc:
+        tail = proc.tail(80)
+        proc.stop(timeout=40)
+        raise RuntimeError(f"Triton did not become ready: {exc}\n--- log tail ---\n{tail}") from None
+    return proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and all its descendants (benchmarks:
+    what each stack process costs per request or per job); 0 for a process that is gone."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return total
+    for pr in procs:
+        try:
+            t = pr.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total

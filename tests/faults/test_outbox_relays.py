@@ -10,29 +10,14 @@ from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from common import kafka
-from common.migrate import upgrade
 from common.outbox import OutboxRelay, enqueue
 from common.settings import CommonSettings
-from common.store import Database, OutboxMessage
+from common.store import OutboxMessage
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'precis.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    await asyncio.to_thread(upgrade, url)
-    d = Database(url)
-    async with d.transaction() as s:
-        await s.execute(text("DELETE FROM outbox"))
-    yield d
-    await d.close()
 
 
 async def test_concurrent_relays_publish_each_row_once(db, kafka_broker):

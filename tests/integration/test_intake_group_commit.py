@@ -12,7 +12,6 @@ from async_svc.intake import GroupCommitter
 from async_svc.jobs import Conflict, create_job
 from common.metrics import INTAKE_BATCH
 from common.store import Job, OutboxMessage
-from tests.integration.test_store import db  # noqa: F401 - the sqlite/postgres fixture
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +28,12 @@ def _batches() -> tuple[float, float]:
     return count, total
 
 
-async def _create(db, committer, i, key=None, text=None):  # noqa: F811
+async def _create(db, committer, i, key=None, text=None):
     return await create_job(db, tenant="t1", text=text or f"Document number {i}. " * 5, max_summary_tokens=None,
                             language="auto", notify=None, metadata=None, idempotency_key=key, committer=committer)
 
 
-async def test_a_burst_is_committed_in_shared_transactions(db):  # noqa: F811
+async def test_a_burst_is_committed_in_shared_transactions(db):
     committer = GroupCommitter(db)
     committer.start()
     tx0, jobs0 = _batches()
@@ -53,7 +52,7 @@ async def test_a_burst_is_committed_in_shared_transactions(db):  # noqa: F811
     assert published_for == ids  # one outbox row per job, none without its job
 
 
-async def test_an_idempotency_conflict_fails_only_its_own_request(db):  # noqa: F811
+async def test_an_idempotency_conflict_fails_only_its_own_request(db):
     committer = GroupCommitter(db)
     committer.start()
     try:
@@ -78,7 +77,7 @@ async def test_an_idempotency_conflict_fails_only_its_own_request(db):  # noqa: 
         assert await s.scalar(select(func.count()).select_from(Job)) == 11
 
 
-async def test_stop_commits_what_was_handed_in_and_then_refuses(db):  # noqa: F811
+async def test_stop_commits_what_was_handed_in_and_then_refuses(db):
     committer = GroupCommitter(db)
     committer.start()
     pending = [asyncio.create_task(_create(db, committer, i)) for i in range(20)]

@@ -5,31 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from async_svc.jobs import Conflict, NotFound, cancel_job, create_job, get_job
 from common import kafka
-from common.migrate import upgrade
-from common.store import Database, Job, OutboxMessage
+from common.store import Job, OutboxMessage
 from worker.jobstate import JobStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'precis.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    await asyncio.to_thread(upgrade, url)
-    d = Database(url)
-    if request.param == "postgres":  # one cluster for the session: start each test clean
-        async with d.transaction() as s:
-            for table in ("notifications", "chunk_results", "outbox", "jobs"):
-                await s.execute(text(f"DELETE FROM {table}"))
-    yield d
-    await d.close()
 
 
 async def _create(db, key=None, text="A long document. " * 10, tenant="t1", email=None):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, Proc, http_ok, port_open, wait_until
+from tests.procs import ROOT, Proc, http_ok, port_open, start_triton, wait_until
 
 OFFSET = 26000  # Triton 34000-34002, realtime_svc 34081 (+1 for the one facing a dead Triton)
 READY_TIMEOUT_S = float(os.environ.get("PRECIS_TEST_TRITON_READY_TIMEOUT_S", "180"))
@@ -70,14 +70,12 @@ def realtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realtime]:
     env = _env(PRECIS_TRITON_HTTP_PORT=str(http), PRECIS_TRITON_GRPC_PORT=str(grpc),
                PRECIS_TRITON_METRICS_PORT=str(metrics),
                PRECIS_TRITON_MODEL_REPOSITORY=str(_small_queue_repo(var)))
-    triton = Proc("triton", ["bash", "scripts/triton.sh"], env, var / "triton.log")
+    try:
+        triton = start_triton(env, var / "triton.log", http, READY_TIMEOUT_S)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     svc_proc = None
     try:
-        try:
-            wait_until(lambda: http_ok(f"http://127.0.0.1:{http}/v2/health/ready"), READY_TIMEOUT_S,
-                       "Triton /v2/health/ready", triton, interval=1.0)
-        except (TimeoutError, RuntimeError) as exc:
-            pytest.fail(f"Triton did not become ready: {exc}")
         svc_proc = start_realtime_svc(svc, grpc, var / "realtime_svc.log")
         yield Realtime(f"http://127.0.0.1:{svc}", triton, svc_proc)
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, Proc, http_ok, port_open, wait_until
+from tests.procs import ROOT, Proc, port_open, start_triton
 
 TRITON_OFFSET = 10000  # HTTP 18000, gRPC 18001, metrics 18002 (make run: 8000..8002, e2e: 28000..)
 READY_TIMEOUT_S = float(os.environ.get("PRECIS_TEST_TRITON_READY_TIMEOUT_S", "180"))
@@ -44,14 +44,12 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
     )
     if "PRECIS_VENV" not in env and sys.prefix != sys.base_prefix:
         env["PRECIS_VENV"] = sys.prefix  # the venv running pytest also serves the model
-    proc = Proc("triton", ["bash", "scripts/triton.sh"], env, var / "triton.log")
+    try:
+        proc = start_triton(env, var / "triton.log", http, READY_TIMEOUT_S)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     base = f"http://127.0.0.1:{http}"
     try:
-        try:
-            wait_until(lambda: http_ok(f"{base}/v2/health/ready"), READY_TIMEOUT_S,
-                       "Triton /v2/health/ready", proc, interval=1.0)
-        except (TimeoutError, RuntimeError) as exc:
-            pytest.fail(f"Triton did not become ready: {exc}\n--- log tail ---\n{proc.tail(80)}")
         yield TritonServer(base, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics",
                            var / "triton.log", proc)
     finally:
