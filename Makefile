@@ -15,7 +15,7 @@ help:
 	@echo "make test-faults fault-injection tests (real broker, store, Triton)"
 	@echo "make chart-test  helm lint/template + schema validation + chart tests"
 	@echo "make eval        ROUGE of the model on the eval set"
-	@echo "make bench-realtime / bench-async   benchmarks -> bench/results/"
+	@echo "make bench-realtime / bench-async / bench-http-client   benchmarks -> bench/results/"
 
 install:
 	@scripts/bootstrap.sh

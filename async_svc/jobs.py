@@ -151,30 +151,36 @@ async def get_job(db: Database, tenant: str, job_id: str) -> JobView:
 
 
 async def cancel_job(db: Database, tenant: str, job_id: str) -> JobView:
-    """queued → cancelled (event now); running → cancelling (the worker stops between chunks)."""
+    """queued → cancelled (event now); running → cancelling (the worker stops between chunks).
+
+    Each step is a compare-and-set on the status: a worker may claim the job (queued → running)
+    between our read and our write, in which case the queued → cancelled update matches nothing
+    and the running → cancelling one must still be tried, or the cancel would be lost while the
+    client was told 200."""
     async with db.transaction() as s:
         job = await s.get(Job, job_id)
         if job is None or job.tenant != tenant:
             raise NotFound()
         now = datetime.now(UTC)
-        if job.status == JobStatus.queued.value:
+        res = await s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+            .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now)
+        )
+        if res.rowcount == 1:
+            ev = JobEvent(event_id=f"{job_id}:cancelled", job_id=job_id, type="job.cancelled", at=now)
+            enqueue(s, kafka.EVENTS, job_id, ev.model_dump(mode="json"))
+        else:
             res = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-                .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now)
-            )
-            if res.rowcount == 1:
-                ev = JobEvent(event_id=f"{job_id}:cancelled", job_id=job_id, type="job.cancelled", at=now)
-                enqueue(s, kafka.EVENTS, job_id, ev.model_dump(mode="json"))
-        elif job.status == JobStatus.running.value:
-            await s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.running.value)
                 .values(status=JobStatus.cancelling.value, updated_at=now)
             )
-        elif JobStatus(job.status).terminal:
-            raise Problem(
-                409, "job-finished", "Job already finished",
-                f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled",
-            )
+            if res.rowcount == 0:
+                status = (await s.execute(select(Job.status).where(Job.id == job_id))).scalar_one()
+                if JobStatus(status).terminal:
+                    raise Problem(
+                        409, "job-finished", "Job already finished",
+                        f"job {job_id} is already {status}; only queued or running jobs can be cancelled",
+                    )
     return await get_job(db, tenant, job_id)

@@ -1,26 +1,32 @@
 """Realtime benchmark: `make bench-realtime` -> bench/results/realtime.json + realtime.png.
 
 One run, one machine, the same prompts (the opening of each eval-set document, cut at a sentence
-end near --prompt-chars characters) and the same --max-tokens for every measurement:
+end near --prompt-chars characters) and the same --max-tokens for every measurement. Everything
+compared is started first and stays up for the whole run (an idle server takes no CPU):
+Triton with the default model repository behind realtime_svc and the gateway; the same
+repository with the dynamic_batching block removed; FP32 transformers
+(PRECIS_MODEL_ENGINE=transformers, dtype float32); llama-cpp-python's OpenAI-compatible server
+on the same GGUF file (/v1/chat/completions, greedy, same messages, max_tokens and repetition
+penalty).
 
- (a) end to end (HTTP through gateway -> realtime_svc -> Triton) and directly against Triton
-     (gRPC), at concurrency 1, 4, 8, 16: p50/p95/p99 latency and summaries/s;
- (b) dynamic batching on vs off (the same model repository with the dynamic_batching block
-     removed), directly against Triton at concurrency 8;
- (c) FP32 transformers (PRECIS_MODEL_ENGINE=transformers, dtype float32) vs our default engine
-     (llama.cpp on the GGUF's Q4_1 values stored as f16), directly against Triton at concurrency
-     1; ROUGE-L of both from bench/results/eval.json (`make eval`);
- (d) llama-cpp-python's OpenAI-compatible server on the same GGUF file (/v1/chat/completions,
-     greedy, same messages and max_tokens, same repetition penalty), concurrency 1, 4, 8, 16.
+ (a) end to end (HTTP through gateway -> realtime_svc -> Triton), directly against Triton
+     (gRPC) and against the llama.cpp server, at concurrency 1, 4, 8, 16: p50/p95/p99 latency
+     and summaries/s (the plot);
+ (b) + (d) at concurrency 8, interleaved blocks: each round runs a block of requests for
+     batching on, batching off, ours end to end and the llama.cpp server, the order reversing
+     every round (ABBA), so the VM's drift (it slowed ~1.8x over one afternoon) hits every arm
+     alike. batching_speedup_c8 and vs_llamacpp_throughput_c8 come from these blocks;
+ (c) + (d) at concurrency 1, interleaved single requests: FP32 transformers vs our default engine
+     (quantized_speedup_c1, with ROUGE-L of both from bench/results/eval.json, `make eval`), and
+     ours end to end vs the llama.cpp server (vs_llamacpp_p50_c1).
 
-Gateway overhead: after (a), with the same stack up, an interleaved probe at concurrency 1 sends
-each prompt direct and through the gateway back to back (order alternating, ABBA), so machine
-drift between phases (which exceeded the overhead in the per-level numbers) cancels out; the
-same probe is repeated with max_tokens=1 (prefill only), where the model's time is smallest.
+Gateway overhead: an interleaved probe at concurrency 1 sends each prompt direct and through the
+gateway back to back (ABBA), with the hops' CPU time per request; repeated with max_tokens=1
+(prefill only), where the model's time is smallest.
 
-Closed loop: C clients, each sends its next request when the previous one returns; a level runs
-a fixed number of requests (more at higher concurrency). summaries/s = requests / wall time.
-Every component runs on this machine, on private ports (25000 + default).
+Closed loop: C clients, each sends its next request when the previous one returns.
+summaries/s = requests / wall time. Every component runs on this machine, on private ports
+(25000/25100/25200 + default).
 """
 
 from __future__ import annotations
@@ -32,14 +38,13 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 from tqdm import tqdm
 
@@ -49,6 +54,7 @@ sys.path.insert(0, str(ROOT / "model_repository" / "summarizer" / "1"))
 
 from bench.eval import load_items  # noqa: E402
 from common.triton_client import SummarizerClient  # noqa: E402
+from tests import procs  # noqa: E402
 from tests.procs import cpu_seconds  # noqa: E402
 
 OFFSET = 25000
@@ -86,29 +92,17 @@ def make_prompts(chars: int) -> list[dict]:
 
 # --------------------------------------------------------------------------- processes
 
-class Proc:
-    def __init__(self, name: str, argv: list[str], env: dict, logdir: Path) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        self._fh = open(self.log_path, "ab")  # noqa: SIM115
-        self.p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+class Proc(procs.Proc):
+    """tests.procs.Proc with its log in ``logdir`` and its CPU time at hand."""
 
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(10)
-        self._fh.close()
+    def __init__(self, name: str, argv: list[str], env: dict, logdir: Path) -> None:
+        super().__init__(name, [str(a) for a in argv], env, logdir / f"{name}.log")
+
+    def stop(self) -> None:  # noqa: D102 - the llama.cpp server and Triton can take a while
+        super().stop(timeout=40)
 
     def cpu_s(self) -> float:
         return cpu_seconds(self.p.pid)
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
 def wait_http(url: str, proc: Proc, timeout: float) -> None:
@@ -156,14 +150,24 @@ def model_repo(tmp: Path, batching: bool) -> Path:
     return repo
 
 
-def start_triton(tmp: Path, name: str, repo: Path, **env_extra: str) -> Proc:
+# Port offsets: Triton with the default repository (and realtime_svc, gateway), the same
+# repository with dynamic batching off, and FP32 transformers. All three stay up together so
+# their ratios come from interleaved measurements (see the module docstring).
+DEFAULT, NOBATCH, FP32 = OFFSET, OFFSET + 100, OFFSET + 200
+
+
+def start_triton(tmp: Path, name: str, repo: Path, offset: int = OFFSET, **env_extra: str) -> Proc:
     env = base_env(
-        PRECIS_TRITON_HTTP_PORT=str(8000 + OFFSET), PRECIS_TRITON_GRPC_PORT=str(8001 + OFFSET),
-        PRECIS_TRITON_METRICS_PORT=str(8002 + OFFSET), PRECIS_TRITON_MODEL_REPOSITORY=str(repo), **env_extra,
+        PRECIS_TRITON_HTTP_PORT=str(8000 + offset), PRECIS_TRITON_GRPC_PORT=str(8001 + offset),
+        PRECIS_TRITON_METRICS_PORT=str(8002 + offset), PRECIS_TRITON_MODEL_REPOSITORY=str(repo), **env_extra,
     )
     proc = Proc(name, ["bash", "scripts/triton.sh"], env, tmp)
-    wait_http(f"http://127.0.0.1:{8000 + OFFSET}/v2/health/ready", proc, 300)
+    wait_http(f"http://127.0.0.1:{8000 + offset}/v2/health/ready", proc, 300)
     return proc
+
+
+def triton_client(offset: int) -> SummarizerClient:
+    return SummarizerClient(f"127.0.0.1:{8001 + offset}", "summarizer")
 
 
 def start_services(tmp: Path) -> list[Proc]:
@@ -198,8 +202,12 @@ def stats(lat: list[float], wall: float, errors: int) -> dict:
     }
 
 
-async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc: str) -> dict:
-    work = list(range(n))
+async def drive(call, prompts: list[dict], concurrency: int, n: int, desc: str,
+                start: int = 0) -> tuple[list[float], float, int]:
+    """Closed loop: ``concurrency`` clients send prompts ``start``.. until ``n`` requests are
+    done; each client sends its next request when the previous one returns. -> (latencies,
+    wall seconds, errors)."""
+    work = list(range(start, start + n))
     lat: list[float] = []
     errors = 0
     bar = tqdm(total=n, desc=desc, unit="req", leave=False)
@@ -222,10 +230,55 @@ async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc:
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     bar.close()
+    return lat, wall, errors
+
+
+async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc: str) -> dict:
+    lat, wall, errors = await drive(call, prompts, concurrency, n, desc)
     st = stats(lat, wall, errors)
     log(f"{desc}: p50 {st['p50_ms']} ms p95 {st['p95_ms']} ms p99 {st['p99_ms']} ms "
         f"{st['summaries_per_s']} summaries/s errors {errors}")
     return st
+
+
+async def interleaved_blocks(arms: dict, prompts: list[dict], concurrency: int, per_block: int, rounds: int,
+                             desc: str) -> dict:
+    """Each round runs one closed-loop block of ``per_block`` requests per arm, on the same
+    prompts, in ABBA order (the order reverses every round); an arm's figures pool its blocks.
+    On a VM whose speed drifted ~1.8x over an afternoon, phases minutes apart made ratios
+    swing (batching on/off: 1.76 vs 1.18 on two runs); interleaving cancels the drift."""
+    names = list(arms)
+    pooled = {n: ([], 0.0, 0) for n in names}
+    bar = tqdm(total=rounds * len(names), desc=desc, unit="block", leave=False)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            lat, wall, err = await drive(arms[name], prompts, concurrency, per_block, f"{desc}: {name}",
+                                         start=r * per_block)
+            pl, pw, pe = pooled[name]
+            pooled[name] = (pl + lat, pw + wall, pe + err)
+            bar.update(1)
+    bar.close()
+    out = {n: stats(*pooled[n]) | {"blocks": rounds, "requests_per_block": per_block} for n in names}
+    log(f"{desc}: " + ", ".join(f"{n} {o['summaries_per_s']}/s p50 {o['p50_ms']} ms" for n, o in out.items()))
+    return out
+
+
+async def interleaved_single(arms: dict, prompts: list[dict], rounds: int, desc: str) -> dict:
+    """Concurrency 1: each round sends the same prompt to every arm back to back, order
+    reversing each round (ABBA). -> per-arm p50 and the median of per-prompt ratios."""
+    names = list(arms)
+    lat = {n: [] for n in names}
+    for r in tqdm(range(rounds), desc=desc, unit="round", leave=False):
+        p = prompts[r % len(prompts)]
+        for name in names if r % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            await arms[name](p)
+            lat[name].append(time.perf_counter() - t0)
+    out = {n: {"rounds": rounds, "p50_ms": round(statistics.median(v) * 1000, 1)} for n, v in lat.items()}
+    a, b = names[0], names[1]
+    out[f"median_ratio_{a}_over_{b}"] = round(statistics.median(x / y for x, y in zip(lat[a], lat[b])), 3)
+    log(f"{desc}: {out}")
+    return out
 
 
 def direct_caller(client: SummarizerClient, max_tokens: int):
@@ -234,26 +287,37 @@ def direct_caller(client: SummarizerClient, max_tokens: int):
     return call
 
 
-def gateway_caller(http: httpx.AsyncClient, max_tokens: int):
+# HTTP load comes from aiohttp, for the gateway and the llama.cpp server alike: an httpx call
+# cost ~2 ms of client CPU on this machine (0.3 ms with aiohttp), which the overhead probe would
+# have charged to the gateway path.
+def http_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=3.0),
+                                 timeout=aiohttp.ClientTimeout(total=600))
+
+
+async def post_json(http: aiohttp.ClientSession, url: str, body: dict, headers: dict | None = None) -> None:
+    async with http.post(url, json=body, headers=headers) as r:
+        data = await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{r.status} {data[:200]!r}")
+
+
+def gateway_caller(http: aiohttp.ClientSession, max_tokens: int):
     async def call(p: dict) -> None:
-        r = await http.post(f"http://127.0.0.1:{8080 + OFFSET}/v1/summaries",
-                            json={"text": p["text"], "mode": "realtime", "max_summary_tokens": max_tokens},
-                            headers={"Authorization": "Bearer precis-dev-key"})
-        if r.status_code != 200:
-            raise RuntimeError(f"{r.status_code} {r.text[:200]}")
+        await post_json(http, f"http://127.0.0.1:{8080 + OFFSET}/v1/summaries",
+                        {"text": p["text"], "mode": "realtime", "max_summary_tokens": max_tokens},
+                        {"Authorization": "Bearer precis-dev-key"})
     return call
 
 
-def llamacpp_caller(http: httpx.AsyncClient, max_tokens: int, port: int):
+def llamacpp_caller(http: aiohttp.ClientSession, max_tokens: int, port: int):
     from summarizer_engine import CJK_LANGS, build_messages, detect_language
 
     async def call(p: dict) -> None:
         lang = detect_language(p["text"])
-        r = await http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
+        await post_json(http, f"http://127.0.0.1:{port}/v1/chat/completions", {
             "messages": build_messages(p["text"], lang), "max_tokens": max_tokens, "temperature": 0.0,
             "top_k": 1, "repeat_penalty": 1.0 if lang in CJK_LANGS else 1.1, "stream": False})
-        if r.status_code != 200:
-            raise RuntimeError(f"{r.status_code} {r.text[:200]}")
     return call
 
 
@@ -337,6 +401,8 @@ def ratio(a, b) -> float | None:
 
 
 async def amain(args) -> dict:
+    from summarizer_engine import default_model_path
+
     prompts = make_prompts(args.prompt_chars)
     mt = args.max_tokens
     tmp = Path(tempfile.mkdtemp(prefix="precis-bench-"))
@@ -345,76 +411,82 @@ async def amain(args) -> dict:
     log(f"{len(prompts)} prompts (eval-set openings, ~{args.prompt_chars} chars), max_tokens={mt}; logs in {tmp}")
     res["machine"] = machine_bounds()
     log(f"machine: {res['machine']}")
-    phases = tqdm(total=4, desc="bench-realtime phases", unit="phase")
+    phases = tqdm(total=5, desc="bench-realtime phases", unit="phase")
 
-    # (a) ours: direct + end to end, dynamic batching on
-    triton = start_triton(tmp, "triton-default", model_repo(tmp, True))
-    services: list[Proc] = []
-    try:
-        services = start_services(tmp)
-        client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
-        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as http:
-            res["direct"] = await run_levels(direct_caller(client, mt), prompts, "triton direct")
-            res["gateway"] = await run_levels(gateway_caller(http, mt), prompts, "gateway e2e")
-            res["overhead_probe"] = await interleaved_probe(
-                direct_caller(client, mt), gateway_caller(http, mt), prompts, args.probe_rounds,
-                f"overhead probe max_tokens={mt}", services)
-            res["overhead_probe_1_token"] = await interleaved_probe(
-                direct_caller(client, 1), gateway_caller(http, 1), prompts, args.probe_rounds * 2,
-                "overhead probe max_tokens=1", services)
-        await client.close()
-    finally:
-        for p in reversed(services):
-            p.stop()
-        triton.stop()
-    phases.update(1)
-
-    # (b) dynamic batching off, c=8
-    triton = start_triton(tmp, "triton-nobatch", model_repo(tmp, False))
-    try:
-        client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
-        res["direct_no_batching"] = await run_levels(direct_caller(client, mt), prompts, "triton no-batching",
-                                                       levels=(8,))
-        await client.close()
-    finally:
-        triton.stop()
-    phases.update(1)
-
-    # (c) FP32 transformers, c=1
-    triton = start_triton(tmp, "triton-transformers-fp32", model_repo(tmp, True),
-                          PRECIS_MODEL_ENGINE="transformers", PRECIS_MODEL_DTYPE="float32")
-    try:
-        client = SummarizerClient(f"127.0.0.1:{8001 + OFFSET}", "summarizer")
-        res["direct_transformers_fp32"] = await run_levels(direct_caller(client, mt), prompts,
-                                                             "transformers-fp32 direct", levels=(1,), warm=1)
-        await client.close()
-    finally:
-        triton.stop()
-    phases.update(1)
-
-    # (d) llama-cpp-python server on the same GGUF
-    from summarizer_engine import default_model_path
-
+    # Everything compared stays up for the whole run (idle servers take no CPU): ours with the
+    # default repository (Triton + realtime_svc + gateway), the same repository with dynamic
+    # batching off, FP32 transformers, and llama-cpp-python's server on the same GGUF file.
     port = 8090 + OFFSET
     threads = str(len(os.sched_getaffinity(0)))
-    srv = Proc("llamacpp-server", [PY, "-m", "llama_cpp.server", "--model", default_model_path(), "--host",
-                                   "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", threads,
-                                   "--n_threads_batch", threads, "--verbose", "False"], base_env(), tmp)
+    procs: list[Proc] = []
+    clients: list[SummarizerClient] = []
     try:
+        procs.append(start_triton(tmp, "triton-default", model_repo(tmp, True), DEFAULT))
+        procs.append(start_triton(tmp, "triton-nobatch", model_repo(tmp, False), NOBATCH))
+        procs.append(start_triton(tmp, "triton-transformers-fp32", model_repo(tmp, True), FP32,
+                                  PRECIS_MODEL_ENGINE="transformers", PRECIS_MODEL_DTYPE="float32"))
+        srv = Proc("llamacpp-server", [PY, "-m", "llama_cpp.server", "--model", default_model_path(), "--host",
+                                       "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", threads,
+                                       "--n_threads_batch", threads, "--verbose", "False"], base_env(), tmp)
+        procs.append(srv)
         wait_http(f"http://127.0.0.1:{port}/v1/models", srv, 120)
-        async with httpx.AsyncClient(timeout=600) as http:
-            res["llamacpp_server"] = await run_levels(llamacpp_caller(http, mt, port), prompts, "llama.cpp server")
+        services = start_services(tmp)
+        procs.extend(services)
+        ours, nobatch, fp32 = (triton_client(o) for o in (DEFAULT, NOBATCH, FP32))
+        clients = [ours, nobatch, fp32]
+        phases.update(1)
+
+        async with http_session() as http:
+            direct, gateway = direct_caller(ours, mt), gateway_caller(http, mt)
+            llama = llamacpp_caller(http, mt, port)
+            for call in (direct_caller(nobatch, mt), direct_caller(fp32, mt), llama):
+                await call(prompts[0])  # first request pays one-time costs
+            # (a) latency and throughput per concurrency level (for the plot and the tables)
+            res["direct"] = await run_levels(direct, prompts, "triton direct")
+            res["gateway"] = await run_levels(gateway, prompts, "gateway e2e")
+            res["llamacpp_server"] = await run_levels(llama, prompts, "llama.cpp server")
+            phases.update(1)
+            # gateway overhead: interleaved pairs, with the hops' CPU per request
+            res["overhead_probe"] = await interleaved_probe(
+                direct, gateway, prompts, args.probe_rounds, f"overhead probe max_tokens={mt}", services)
+            res["overhead_probe_1_token"] = await interleaved_probe(
+                direct_caller(ours, 1), gateway_caller(http, 1), prompts, args.probe_rounds * 2,
+                "overhead probe max_tokens=1", services)
+            phases.update(1)
+            # (b) + (d) at concurrency 8, interleaved blocks: batching on vs off (direct), ours
+            # end to end vs the llama.cpp server
+            res["c8_interleaved"] = await interleaved_blocks(
+                {"batching_on": direct, "batching_off": direct_caller(nobatch, mt), "gateway": gateway,
+                 "llamacpp_server": llama},
+                prompts, 8, args.block_requests, args.block_rounds, "c=8 interleaved")
+            phases.update(1)
+            # (c) + (d) at concurrency 1, interleaved single requests
+            res["c1_vs_llamacpp"] = await interleaved_single({"gateway": gateway, "llamacpp_server": llama},
+                                                             prompts, args.single_rounds, "c=1 ours vs llama.cpp")
+            res["c1_vs_fp32"] = await interleaved_single({"fp32": direct_caller(fp32, mt), "ours": direct},
+                                                         prompts, args.single_rounds, "c=1 fp32 vs ours")
+            phases.update(1)
     finally:
-        srv.stop()
-    phases.update(1)
+        for c in clients:
+            await c.close()
+        for p in reversed(procs):
+            p.stop()
     phases.close()
 
-    # ratios
+    # ratios, each from measurements interleaved in time
+    blocks = res["c8_interleaved"]
+    res["direct_no_batching"] = {"8": blocks["batching_off"]}
+    res["batching_speedup_c8"] = ratio(blocks["batching_on"]["summaries_per_s"],
+                                       blocks["batching_off"]["summaries_per_s"])
+    res["vs_llamacpp_throughput_c8"] = ratio(blocks["gateway"]["summaries_per_s"],
+                                             blocks["llamacpp_server"]["summaries_per_s"])
+    res["vs_llamacpp_p50_c1"] = ratio(res["c1_vs_llamacpp"]["gateway"]["p50_ms"],
+                                      res["c1_vs_llamacpp"]["llamacpp_server"]["p50_ms"])
+    res["quantized_speedup_c1"] = ratio(res["c1_vs_fp32"]["fp32"]["p50_ms"], res["c1_vs_fp32"]["ours"]["p50_ms"])
+    # the same ratios from the per-level runs (phases minutes apart), for reference
     g, d, ll = res["gateway"], res["direct"], res["llamacpp_server"]
-    res["batching_speedup_c8"] = ratio(d["8"]["summaries_per_s"], res["direct_no_batching"]["8"]["summaries_per_s"])
-    res["quantized_speedup_c1"] = ratio(res["direct_transformers_fp32"]["1"]["p50_ms"], d["1"]["p50_ms"])
-    res["vs_llamacpp_throughput_c8"] = ratio(g["8"]["summaries_per_s"], ll["8"]["summaries_per_s"])
-    res["vs_llamacpp_p50_c1"] = ratio(g["1"]["p50_ms"], ll["1"]["p50_ms"])
+    res["levels_vs_llamacpp_throughput_c8"] = ratio(g["8"]["summaries_per_s"], ll["8"]["summaries_per_s"])
+    res["levels_vs_llamacpp_p50_c1"] = ratio(g["1"]["p50_ms"], ll["1"]["p50_ms"])
     # p50 through gateway + realtime_svc - p50 direct, from the interleaved probe (same prompts and
     # max_tokens as everything else); the per-level difference is kept for reference only.
     res["gateway_overhead_p50_ms"] = res["overhead_probe"]["p50_difference_ms"]
@@ -459,8 +531,13 @@ def plot(res: dict, path: Path) -> None:
         ax1.plot(cs, [res[key][str(c)]["p50_ms"] for c in cs], style, label=f"{label} p50")
         ax1.plot(cs, [res[key][str(c)]["p95_ms"] for c in cs], style, alpha=0.35, label=f"{label} p95")
         ax2.plot(cs, [res[key][str(c)]["summaries_per_s"] for c in cs], style, label=label)
-    nb = res["direct_no_batching"]["8"]["summaries_per_s"]
-    ax2.plot([8], [nb], "kx", markersize=9, label="ours, direct, batching off")
+    # the interleaved c=8 blocks the ratios come from, beside the per-level points
+    arms = [("batching_on", "ours direct, batching on", "bD"), ("batching_off", "ours direct, batching off", "kx"),
+            ("gateway", "ours end to end", "o"), ("llamacpp_server", "llama.cpp server", "g^")]
+    for i, (key, label, style) in enumerate(arms):
+        v = res["c8_interleaved"][key]["summaries_per_s"]
+        ax2.plot([8.6 + 0.25 * i], [v], style, markersize=8, markerfacecolor="none",
+                 label=f"{label} (interleaved c=8)")
     for ax in (ax1, ax2):
         ax.set_xlabel("concurrency")
         ax.set_xticks(list(LEVELS))
@@ -470,7 +547,8 @@ def plot(res: dict, path: Path) -> None:
     ax2.set_ylabel("summaries / s")
     ax2.set_title("Throughput vs concurrency")
     ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
+    ax2.set_ylim(bottom=0)
+    ax2.legend(fontsize=6.5, loc="lower right")
     fig.suptitle(f"Précis realtime, {res['machine']['cpus']} CPU cores, max_tokens={res['max_tokens']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -481,6 +559,9 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--prompt-chars", type=int, default=600)
     ap.add_argument("--probe-rounds", type=int, default=30, help="pairs in the gateway-overhead probe")
+    ap.add_argument("--block-rounds", type=int, default=4, help="rounds of interleaved c=8 blocks")
+    ap.add_argument("--block-requests", type=int, default=16, help="requests per c=8 block")
+    ap.add_argument("--single-rounds", type=int, default=16, help="rounds of interleaved c=1 requests")
     ap.add_argument("--engine-variant", default="llamacpp-f16",
                     help="bench/eval.py variant whose ROUGE-L stands for the engine under test")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "realtime.json"))
@@ -491,6 +572,7 @@ def main() -> int:
             REQUESTS[c] = 2
         args.max_tokens = 4
         args.probe_rounds = 2
+        args.block_rounds, args.block_requests, args.single_rounds = 2, 8, 2
     t0 = time.monotonic()
     res = asyncio.run(amain(args))
     res["bench_wall_s"] = round(time.monotonic() - t0, 1)

@@ -15,6 +15,13 @@ from common.metrics import install_metrics
 
 log = logging.getLogger(__name__)
 
+# How long an idle keep-alive connection stays open on our servers. uvicorn's default (5 s) equals
+# httpx's default idle expiry (the gateway's clients of async_svc/realtime_svc, most callers): a
+# client reusing a connection at the moment the server drops it gets a connection closed without a
+# response (httpx.ReadError; at the gateway a spurious 503). Longer than the clients' expiry, the
+# client always closes first. 75 s also outlasts the usual load balancer / ingress idle timeout (60 s).
+KEEP_ALIVE_S = 75
+
 
 def run_http(app: str, port: int, *, graceful_s: int = 20) -> None:
     # One process per pod; scale out with replicas (HPA), not workers, so metrics stay per process.
@@ -25,6 +32,7 @@ def run_http(app: str, port: int, *, graceful_s: int = 20) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=graceful_s,
+        timeout_keep_alive=KEEP_ALIVE_S,
         proxy_headers=True,
         lifespan="on",
     )
@@ -40,7 +48,8 @@ class _HealthServer(uvicorn.Server):
 
 def health_server(app, port: int) -> uvicorn.Server:  # noqa: ANN001
     """A uvicorn server for /healthz, /readyz, /metrics beside a consumer loop."""
-    config = uvicorn.Config(app, host="0.0.0.0", port=port, log_config=None, access_log=False, lifespan="off")  # noqa: S104
+    config = uvicorn.Config(app, host="0.0.0.0", port=port, log_config=None, access_log=False,  # noqa: S104
+                            lifespan="off", timeout_keep_alive=KEEP_ALIVE_S)
     return _HealthServer(config)
 
 

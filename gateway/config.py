@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
+from common.serve import KEEP_ALIVE_S
 from common.settings import DEFAULT_DEV_API_KEY, CommonSettings, refuse_default_secret
 
 
@@ -27,6 +28,12 @@ class GatewaySettings(CommonSettings):
     rate_limit_burst: int = Field(default=100, ge=1)
     realtime_timeout_s: float = Field(default=35.0, gt=0)
     async_timeout_s: float = Field(default=30.0, gt=0)
+    # Idle keep-alive connections to realtime_svc/async_svc are dropped after this long. It must
+    # stay below the upstreams' own keep-alive timeout (common.serve.KEEP_ALIVE_S), or the gateway
+    # could send a request on a connection the upstream is closing at that moment and get no
+    # response (a spurious 503).
+    upstream_keepalive_s: float = Field(default=30.0, gt=0, lt=KEEP_ALIVE_S)
+    upstream_max_connections: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
     def _check_keys(self) -> "GatewaySettings":

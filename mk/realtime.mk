@@ -1,6 +1,7 @@
 # Realtime path: model quality and the realtime benchmark (included by the top-level Makefile).
 #   make eval            ROUGE-1/2/L per engine/precision + Lead-3 on tests/data/eval -> bench/results/eval.json
 #   make bench-realtime  gateway/Triton/llama.cpp-server latency + throughput -> bench/results/realtime.{json,png}
+#   make bench-http-client  httpx vs aiohttp cost of one internal hop -> bench/results/http_client.{json,png}
 # Both take the machine-wide CPU lock (flock $(PRECIS_CPU_LOCK)) so parallel heavy runs do not
 # pollute the numbers. EVAL_ENGINES picks the variants (bench/eval.py --help).
 PRECIS_CPU_LOCK ?= /tmp/precis-cpu.lock
@@ -9,7 +10,7 @@ EVAL_ARGS ?=
 BENCH_REALTIME_ARGS ?=
 EVAL_JSON := bench/results/eval.json
 
-.PHONY: eval bench-realtime
+.PHONY: eval bench-realtime bench-http-client
 
 eval: install
 	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.eval --engines $(EVAL_ENGINES) --out $(EVAL_JSON) $(EVAL_ARGS)
@@ -21,3 +22,6 @@ $(EVAL_JSON): bench/eval.py model_repository/summarizer/1/summarizer_engine.py t
 
 bench-realtime: install $(EVAL_JSON)
 	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.realtime_bench $(BENCH_REALTIME_ARGS)
+
+bench-http-client: install
+	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.http_client_bench $(BENCH_HTTP_CLIENT_ARGS)

@@ -75,8 +75,8 @@ def create_app() -> FastAPI:
         t0 = time.perf_counter()
         if not body.text.strip():
             raise Problem(422, "validation-error", "Request body is not valid", "text: must not be blank")
-        n = await state.counter.count_upto_async(body.text, s.realtime_max_input_tokens)
-        if n > s.realtime_max_input_tokens:
+        n = await state.counter.over_limit_async(body.text, s.realtime_max_input_tokens)
+        if n is not None:
             ERRORS.labels("too_long").inc()
             raise Problem(
                 413, "text-too-long-for-realtime", "Text too long for realtime",

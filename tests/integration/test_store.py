@@ -69,6 +69,21 @@ async def test_cancel_queued_job_emits_one_event(db):
     assert [e.value["type"] for e in events] == ["job.cancelled"]
 
 
+async def test_cancel_racing_a_claim_is_never_lost(db):
+    """A worker may claim the job between cancel's read and its write (e2e found one such 200
+    with status "running"): whatever the interleaving, a cancel that answers must leave the job
+    cancelled or cancelling, and never running."""
+    jobs = [(await _create(db, key=f"race-{i}"))[0] for i in range(12)]
+    worker = JobStore(db, "w1", 30)
+    for job in jobs:
+        claimed, view = await asyncio.gather(worker.claim(job.id), cancel_job(db, "t1", job.id))
+        assert view.status in ("cancelled", "cancelling"), (claimed, view.status)
+        async with db.session() as s:
+            status = (await s.get(Job, job.id)).status
+        assert status == view.status
+        assert status == ("cancelling" if claimed else "cancelled")
+
+
 async def test_lease_claim_is_exclusive_and_terminal_state_is_reached_once(db):
     job, _ = await _create(db)
     w1, w2 = JobStore(db, "w1", 30), JobStore(db, "w2", 30)
