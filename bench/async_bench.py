@@ -62,6 +62,8 @@ class Bench:
         self.book_progress = (0, 0)
         self.t0 = time.monotonic()
         self.proc: Proc | None = None
+        # psycopg2 (sync, for sampling and the audit) takes the URL without SQLAlchemy's driver part
+        self.pg_dsn = (a.database_url or "").replace("postgresql+asyncpg", "postgresql")
 
     # ---- stack -------------------------------------------------------------------------------
 
@@ -91,7 +93,7 @@ class Bench:
         audited as lost (no message on the new broker)."""
         import psycopg2
 
-        with psycopg2.connect(self.a.database_url.replace("postgresql+asyncpg", "postgresql")) as con, \
+        with psycopg2.connect(self.pg_dsn) as con, \
                 con.cursor() as cur:
             cur.execute("SELECT to_regclass('jobs') IS NOT NULL")
             if cur.fetchone()[0]:  # else the first run: scripts/run.sh creates the tables
@@ -136,8 +138,7 @@ class Bench:
     def _queue_pg(self) -> dict[str, int]:
         import psycopg2
 
-        url = self.a.database_url.replace("postgresql+asyncpg", "postgresql")
-        with psycopg2.connect(url) as con, con.cursor() as cur:
+        with psycopg2.connect(self.pg_dsn) as con, con.cursor() as cur:
             cur.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
             return dict(cur.fetchall())
 
@@ -318,7 +319,7 @@ class Bench:
         if self.a.database_url:
             import psycopg2
 
-            with psycopg2.connect(self.a.database_url.replace("postgresql+asyncpg", "postgresql")) as con, \
+            with psycopg2.connect(self.pg_dsn) as con, \
                     con.cursor() as cur:
                 cur.execute(sql)
                 return cur.fetchall()

@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -125,25 +124,19 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=400, help="calls per block")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "http_client.json"))
     args = ap.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.http_client_bench:app", "--port", str(PORT), "--log-level",
-         "warning", "--no-access-log"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        import httpx
+    import tempfile
 
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{PORT}/docs", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("bench server did not start") from None
-                time.sleep(0.3)
+    from tests import procs
+
+    log = Path(tempfile.mkdtemp(prefix="precis-http-client-")) / "server.log"
+    server = procs.Proc("bench-server", [sys.executable, "-m", "uvicorn", "bench.http_client_bench:app", "--port",
+                                         str(PORT), "--log-level", "warning", "--no-access-log"],
+                        {**os.environ, "PYTHONPATH": str(ROOT)}, log)
+    try:
+        procs.wait_until(lambda: procs.http_ok(f"http://127.0.0.1:{PORT}/docs"), 30, "bench server", server, 0.3)
         res = asyncio.run(amain(args))
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")

@@ -45,7 +45,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import httpx
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,17 +105,7 @@ class Proc(procs.Proc):
 
 
 def wait_http(url: str, proc: Proc, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.p.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{proc.name} not ready at {url}:\n{proc.tail()}")
+    procs.wait_until(lambda: procs.http_ok(url), timeout, url, proc)
 
 
 def base_env(**extra: str) -> dict:
@@ -263,19 +252,25 @@ async def interleaved_blocks(arms: dict, prompts: list[dict], concurrency: int, 
     return out
 
 
-async def interleaved_single(arms: dict, prompts: list[dict], rounds: int, desc: str) -> dict:
-    """Concurrency 1: each round sends the same prompt to every arm back to back, order
-    reversing each round (ABBA). -> per-arm p50 and the median of per-prompt ratios."""
+async def abba_rounds(arms: dict, prompts: list[dict], rounds: int, desc: str) -> dict[str, list[float]]:
+    """Concurrency 1: each round sends the same prompt to every arm back to back, the order
+    reversing each round (ABBA). -> each arm's latencies (seconds), round by round."""
     names = list(arms)
-    lat = {n: [] for n in names}
+    lat: dict[str, list[float]] = {n: [] for n in names}
     for r in tqdm(range(rounds), desc=desc, unit="round", leave=False):
         p = prompts[r % len(prompts)]
         for name in names if r % 2 == 0 else names[::-1]:
             t0 = time.perf_counter()
             await arms[name](p)
             lat[name].append(time.perf_counter() - t0)
+    return lat
+
+
+async def interleaved_single(arms: dict, prompts: list[dict], rounds: int, desc: str) -> dict:
+    """``abba_rounds`` -> per-arm p50 and the median of per-prompt ratios (first arm / second)."""
+    lat = await abba_rounds(arms, prompts, rounds, desc)
     out = {n: {"rounds": rounds, "p50_ms": round(statistics.median(v) * 1000, 1)} for n, v in lat.items()}
-    a, b = names[0], names[1]
+    a, b = list(arms)[:2]
     out[f"median_ratio_{a}_over_{b}"] = round(statistics.median(x / y for x, y in zip(lat[a], lat[b])), 3)
     log(f"{desc}: {out}")
     return out
@@ -325,20 +320,10 @@ async def interleaved_probe(direct, gateway, prompts: list[dict], rounds: int, d
                             hops: list[Proc] | None = None) -> dict:
     """Alternate direct/gateway calls on the same prompt (ABBA order) at concurrency 1. With
     ``hops`` (realtime_svc, gateway), also the CPU time each of them spent per gateway request."""
-    d_lat, g_lat, diffs = [], [], []
     cpu0 = {h.name: h.cpu_s() for h in hops or []}
-    for r in tqdm(range(rounds), desc=desc, unit="pair", leave=False):
-        p = prompts[r % len(prompts)]
-        first_direct = r % 2 == 0
-        times = {}
-        for name, call in ((("direct", direct), ("gateway", gateway)) if first_direct
-                           else (("gateway", gateway), ("direct", direct))):
-            t0 = time.perf_counter()
-            await call(p)
-            times[name] = time.perf_counter() - t0
-        d_lat.append(times["direct"])
-        g_lat.append(times["gateway"])
-        diffs.append(times["gateway"] - times["direct"])
+    lat = await abba_rounds({"direct": direct, "gateway": gateway}, prompts, rounds, desc)
+    d_lat, g_lat = lat["direct"], lat["gateway"]
+    diffs = [g - d for g, d in zip(g_lat, d_lat)]
     out = {
         "pairs": rounds,
         "direct_p50_ms": round(statistics.median(d_lat) * 1000, 2),

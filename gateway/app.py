@@ -53,8 +53,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     setup_logging(settings.service_name, settings.log_level)
     counter = TokenCounter(settings.tokenizer_path)
     # aiohttp, not httpx, for the hops to realtime_svc and async_svc: every realtime request
-    # pays this hop, and on this project's CPU box an httpx call cost 1.7-2.3 ms of client CPU
-    # against 0.3 ms for aiohttp (same server, same body; docs/performance.md "gateway hop").
+    # pays this hop, and on this project's CPU box an httpx call cost 1.8 ms of client CPU
+    # against 0.36 ms for aiohttp (same server, same body: `make bench-http-client`).
     connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections,
                                      keepalive_timeout=settings.upstream_keepalive_s)
     http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30.0, connect=2.0),

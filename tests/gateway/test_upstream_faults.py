@@ -12,17 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import Proc, http_ok, port_open, stack_env, wait_until
+from tests.procs import Proc, free_port, http_ok, port_open, stack_env, wait_until
 
 OFFSET = 21500
 GATEWAY = 8080 + OFFSET
 AUTH = {"Authorization": "Bearer precis-dev-key"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 import pytest
 from fastapi import FastAPI
 
-from tests.procs import Proc, port_open, stack_env, wait_until
+from tests.procs import Proc, free_port, port_open, stack_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +22,6 @@ app = FastAPI()
 @app.get("/ping")
 async def ping() -> dict[str, str]:
     return {"pong": "yes"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(sock: socket.socket) -> bytes:
@@ -42,7 +36,7 @@ def _get(sock: socket.socket) -> bytes:
 
 
 def test_idle_connection_outlives_the_client_keep_alive_expiry(tmp_path):
-    port = _free_port()
+    port = free_port()
     code = f"from common.serve import run_http; run_http('tests.integration.test_keep_alive:app', {port})"
     proc = Proc("keepalive-server", [sys.executable, "-c", code], stack_env(tmp_path, 0), tmp_path / "server.log")
     try:

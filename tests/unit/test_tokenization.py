@@ -7,8 +7,8 @@ import json
 import pytest
 from tokenizers import Tokenizer
 
+from bench.eval import load_items
 from common.tokenization import TokenCounter, _at_most_one_token_per_byte
-from tests.procs import ROOT
 
 TEXTS = [
     "A short sentence.",
@@ -21,12 +21,7 @@ TEXTS = [
 
 
 def eval_texts() -> list[str]:
-    out = []
-    for name in ("eval_en.jsonl", "eval_zh.jsonl"):
-        for line in (ROOT / "tests" / "data" / "eval" / name).read_text().splitlines():
-            if line.strip():
-                out.append(json.loads(line)["document"])
-    return out
+    return [it["document"] for it in load_items()]
 
 
 @pytest.fixture(scope="module")
