@@ -13,10 +13,11 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["f16", "as-is"])
+@pytest.fixture(scope="module", params=["f16", "as-is", "q8_0"])
 def engine(engine_module, request):
-    """The default weights (the GGUF's Q4_1 values stored as f16) and the GGUF as shipped: both
-    kernel families (tinyBLAS GEMM and ggml's quantized dot products) must be batch-invariant."""
+    """The default weights (the GGUF's Q4_1 values stored as f16), the GGUF as shipped (Q4_1) and
+    q8_0: every kernel family (f16 GEMM, ggml's quantized dot products) must be batch-invariant
+    on whatever CPU the wheel was built for (AVX2, AVX-512, AMX)."""
     pytest.importorskip("llama_cpp")
     cfg = engine_module.EngineConfig.from_sources(
         {"engine": "llamacpp", "max_batch": "4", "warmup": "false", "llamacpp_weights": request.param}, {})

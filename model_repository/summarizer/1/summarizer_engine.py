@@ -566,8 +566,9 @@ class LlamaCppEngine(BaseEngine):
     """llama.cpp (llama-cpp-python's low-level API, in process) on a GGUF file.
 
     One context holds ``max_batch`` sequences, each with its own KV stream (``kv_unified=False``)
-    of ``max_input_tokens + max_new_tokens_cap + 256`` cells. ``generate`` prefills every row's
-    prompt (packed into batches of up to ``n_batch`` tokens), then decodes one token per active row
+    of ``max_input_tokens + max_new_tokens_cap + 256`` cells rounded up to 256, with flash
+    attention (which keeps rows batch-invariant: see ``load``). ``generate`` prefills each row's
+    prompt on its own (in batches of up to ``n_batch`` tokens), then decodes one token per active row
     per ``llama_decode`` call; rows leave the batch at their end-of-turn token or budget. Greedy
     choice with the same per-row repetition penalty as the transformers engine (HF semantics:
     every token of the prompt and of the output so far)."""
@@ -605,7 +606,8 @@ class LlamaCppEngine(BaseEngine):
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
         threads = cfg.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-        self.ctx_per_seq = cfg.max_input_tokens + cfg.max_new_tokens_cap + self.TEMPLATE_MARGIN
+        # a multiple of 256: flash attention pads each KV stream to 256 cells
+        self.ctx_per_seq = -(-(cfg.max_input_tokens + cfg.max_new_tokens_cap + self.TEMPLATE_MARGIN) // 256) * 256
         cparams = L.llama_context_default_params()
         cparams.n_seq_max = cfg.max_batch
         cparams.n_ctx = self.ctx_per_seq * cfg.max_batch
@@ -614,6 +616,16 @@ class LlamaCppEngine(BaseEngine):
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.kv_unified = os.environ.get("PRECIS_LLAMACPP_KV_UNIFIED", "0") == "1"
+        # Flash attention is what keeps rows batch-invariant in decode. Without it, attention
+        # multiplies V by the softmax over n_kv cells, where n_kv is the longest KV stream of
+        # *any* row in the step (padded to 32), and ggml's f16 dot product sums in SIMD steps of
+        # 64 on AVX-512 (32 on AVX2) plus a scalar tail: a neighbour with a longer prompt moved
+        # cells from the tail into the vector sums, the rounding changed, and a greedy token
+        # flipped (tests/triton/test_engine_llamacpp.py, Q4_1 on an AVX-512 VM; on AVX2 n_kv
+        # is always a whole number of steps, which is why it held there). The CPU flash-attention
+        # kernel walks one query row's cells in order and skips masked ones, so the padding of
+        # other rows never enters a row's sums (checked bitwise, per step, for every weight format).
+        cparams.flash_attn = True
         cparams.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
