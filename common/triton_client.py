@@ -18,6 +18,7 @@ class TritonResult:
     summary: str
     input_tokens: int
     output_tokens: int
+    model: str  # the model Triton serves (its MODEL output), reported to callers
 
 
 class TritonFailure(Exception):
@@ -90,7 +91,7 @@ class SummarizerClient:
         inputs[0].set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
         inputs[1].set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
         inputs[2].set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
-        outputs = [grpcclient.InferRequestedOutput(n) for n in ("SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS")]
+        outputs = [grpcclient.InferRequestedOutput(n) for n in ("SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL")]
         try:
             res = await self.client.infer(
                 self.model, inputs, outputs=outputs, client_timeout=timeout_s, request_id=request_id,
@@ -100,8 +101,10 @@ class SummarizerClient:
         except InferenceServerException as exc:
             raise _classify(exc) from None
         summary = res.as_numpy("SUMMARY").reshape(-1)[0]
+        model = res.as_numpy("MODEL").reshape(-1)[0]
         return TritonResult(
             summary=summary.decode() if isinstance(summary, bytes) else str(summary),
             input_tokens=int(res.as_numpy("INPUT_TOKENS").reshape(-1)[0]),
             output_tokens=int(res.as_numpy("OUTPUT_TOKENS").reshape(-1)[0]),
+            model=model.decode() if isinstance(model, bytes) else str(model),
         )

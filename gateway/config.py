@@ -15,8 +15,11 @@ class GatewaySettings(CommonSettings):
     service_name: str = "gateway"
     # JSON object {sha256(api key) hex: tenant}. Keys are configured hashed, never in clear.
     api_keys: SecretStr = SecretStr("{}")
-    # Local mode only: this key maps to tenant "dev". Refused outside local mode.
-    dev_api_key: SecretStr | None = SecretStr(DEFAULT_DEV_API_KEY)
+    # Local mode only: this key maps to tenant "dev" (unset: the documented DEFAULT_DEV_API_KEY;
+    # empty: no dev key). Outside local mode it must stay unset. (It defaulted to the documented
+    # key in every mode once, so a production gateway refused to start from env alone: the chart
+    # renders no PRECIS_DEV_API_KEY, tests/chart/test_rendered_settings.py.)
+    dev_api_key: SecretStr | None = None
     realtime_url: str = "http://127.0.0.1:8081"
     async_url: str = "http://127.0.0.1:8082"
     public_base_url: str | None = None
@@ -38,7 +41,7 @@ class GatewaySettings(CommonSettings):
     @model_validator(mode="after")
     def _check_keys(self) -> "GatewaySettings":
         refuse_default_secret(self, "PRECIS_DEV_API_KEY", self.dev_api_key, DEFAULT_DEV_API_KEY)
-        if not self.is_local and self.dev_api_key is not None:
+        if not self.is_local and self.dev_api_key is not None and self.dev_api_key.get_secret_value():
             raise ValueError("PRECIS_DEV_API_KEY is for local mode only; configure PRECIS_API_KEYS (hashed)")
         try:
             keys = json.loads(self.api_keys.get_secret_value())
@@ -52,8 +55,9 @@ class GatewaySettings(CommonSettings):
 
     def key_table(self) -> dict[str, str]:
         table = {k.lower(): v for k, v in json.loads(self.api_keys.get_secret_value()).items()}
-        if self.is_local and self.dev_api_key is not None:
-            table[hash_key(self.dev_api_key.get_secret_value())] = "dev"
+        dev = DEFAULT_DEV_API_KEY if self.dev_api_key is None else self.dev_api_key.get_secret_value()
+        if self.is_local and dev:
+            table[hash_key(dev)] = "dev"
         return table
 
 

@@ -114,7 +114,7 @@ def create_app() -> FastAPI:
         return RealtimeSummary(
             id=body.request_id,
             summary=res.summary,
-            model=s.model_name_public,
+            model=res.model,
             usage=Usage(input_tokens=res.input_tokens, output_tokens=res.output_tokens),
             timings={"tokenize_ms": round((t1 - t0) * 1000, 2), "inference_ms": round((t2 - t1) * 1000, 2)},
         )

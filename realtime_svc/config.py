@@ -14,7 +14,6 @@ class RealtimeSettings(CommonSettings):
     realtime_deadline_s: float = Field(default=30.0, gt=0, le=300)
     realtime_max_in_flight: int = Field(default=64, ge=1)
     retry_after_s: int = Field(default=1, ge=1)
-    model_name_public: str = "SmolLM2-135M-Instruct"
 
 
 @lru_cache

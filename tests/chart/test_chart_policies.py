@@ -99,7 +99,8 @@ def test_cpu_profile_has_no_gpu_anything(render):
     assert env_of(triton)["PRECIS_MODEL_DEVICE"]["value"] == "cpu"
     assert "PRECIS_MODEL_PATH" not in env_of(triton)  # the GGUF baked into the image
     worker = r.get("Deployment", name("worker"))["spec"]["template"]["spec"]
-    assert "initContainers" not in worker  # shares the realtime Triton
+    # shares the realtime Triton: its one init container migrates the bundled PostgreSQL
+    assert [c["name"] for c in worker.get("initContainers", [])] == ["migrate"]
     cm = r.get("ConfigMap", name("config"))["data"]
     assert cm["PRECIS_TRITON_GRPC_URL"] == f"{name('triton')}:8001"
     assert "kind: KIND_CPU" in r.get("ConfigMap", name("triton-realtime-model"))["data"]["config.pbtxt"]
@@ -111,7 +112,7 @@ def test_model_config_rendered_from_values(render, profile, pool, kind):
     pbtxt = render(profile).get("ConfigMap", name(f"triton-{pool}-model"))["data"]["config.pbtxt"]
     assert 'name: "summarizer"' in pbtxt and 'backend: "python"' in pbtxt
     assert f"kind: {kind}" in pbtxt and "max_batch_size: 16" in pbtxt and "dynamic_batching" in pbtxt
-    for tensor in ("TEXT", "MAX_TOKENS", "LANGUAGE", "SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS"):
+    for tensor in ("TEXT", "MAX_TOKENS", "LANGUAGE", "SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL"):
         assert f'name: "{tensor}"' in pbtxt
     assert "e+" not in pbtxt  # big microsecond values stay integers
     assert "max_queue_size:" in pbtxt and "timeout_action: REJECT" in pbtxt
@@ -198,7 +199,7 @@ def test_image_digest_wins(render):
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_selector_labels_consistent(render, profile):
     r = render(profile)
-    deps = {d["metadata"]["name"]: d for d in r.kind("Deployment")}
+    deps = {d["metadata"]["name"]: d for d in r.kind("Deployment") + r.kind("StatefulSet")}
     pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deps.items()}
     for n, d in deps.items():
         sel = d["spec"]["selector"]["matchLabels"]
@@ -209,7 +210,8 @@ def test_selector_labels_consistent(render, profile):
         assert [m for m, p in pods.items() if matches(sel, p)] == [n]
     for svc in r.kind("Service"):
         hits = [n for n, p in pods.items() if matches(svc["spec"]["selector"], p)]
-        assert hits == [svc["metadata"]["name"]], (svc["metadata"]["name"], hits)
+        # a StatefulSet's headless Service carries the StatefulSet's name + "-headless"
+        assert hits == [svc["metadata"]["name"].removesuffix("-headless")], (svc["metadata"]["name"], hits)
         cports = {p["name"] for c in containers(deps[hits[0]]["spec"]["template"]["spec"]) for p in c.get("ports", [])}
         for p in svc["spec"]["ports"]:
             assert p["targetPort"] in cports

@@ -14,6 +14,8 @@ import uuid
 import httpx
 import pytest
 
+from common.tokenization import default_model_path
+
 from tests.procs import port_open
 from tests.realtime.conftest import MAX_INPUT_TOKENS, OFFSET, start_realtime_svc
 
@@ -41,6 +43,8 @@ def test_summaries_in_their_own_language(realtime):
     for r in (e, z):
         assert 0 < r["usage"]["output_tokens"] <= 24 and r["usage"]["input_tokens"] > 0
         assert r["timings"]["inference_ms"] > 0
+        # the model Triton serves (its MODEL output), not a name configured beside it
+        assert r["model"] == default_model_path().stem == "SmolLM2-135M-Instruct.Q4_1"
 
 
 def test_max_tokens_honoured(realtime):

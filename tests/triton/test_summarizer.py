@@ -90,7 +90,7 @@ async def test_model_config(client):
     cfg = (await client.get_model_config(MODEL, as_json=True))["config"]
     assert cfg["max_batch_size"] == 16
     assert {i["name"] for i in cfg["input"]} == {"TEXT", "MAX_TOKENS", "LANGUAGE"}
-    assert {o["name"] for o in cfg["output"]} == {"SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS"}
+    assert {o["name"] for o in cfg["output"]} == {"SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL"}
     policy = cfg["dynamic_batching"]["default_queue_policy"]
     # REJECT is the enum's zero value, which protobuf's JSON form leaves out
     assert policy.get("timeout_action", "REJECT") == "REJECT"

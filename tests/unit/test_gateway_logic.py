@@ -21,12 +21,27 @@ def test_dev_key_maps_to_dev_tenant_in_local_mode(monkeypatch):
     assert s.key_table()[hash_key("precis-dev-key")] == "dev"
 
 
-def test_production_refuses_default_dev_key(monkeypatch):
+@pytest.mark.parametrize("dev_key", ["precis-dev-key", "another-key"])
+def test_production_refuses_a_dev_key(monkeypatch, dev_key):
     monkeypatch.setenv("PRECIS_ENV", "production")
     monkeypatch.setenv("PRECIS_DATABASE_URL", "postgresql+asyncpg://u@db/precis")
     monkeypatch.setenv("PRECIS_API_KEYS", json.dumps({hash_key("k1"): "acme"}))
+    monkeypatch.setenv("PRECIS_DEV_API_KEY", dev_key)
     with pytest.raises(ValueError, match="PRECIS_DEV_API_KEY"):
         GatewaySettings()
+
+
+def test_production_starts_from_env_alone_without_the_dev_key(monkeypatch):
+    monkeypatch.setenv("PRECIS_ENV", "production")
+    monkeypatch.setenv("PRECIS_DATABASE_URL", "postgresql+asyncpg://u@db/precis")
+    monkeypatch.setenv("PRECIS_API_KEYS", json.dumps({hash_key("k1"): "acme"}))
+    monkeypatch.delenv("PRECIS_DEV_API_KEY", raising=False)
+    assert GatewaySettings().key_table() == {hash_key("k1"): "acme"}
+
+
+def test_local_dev_key_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("PRECIS_DEV_API_KEY", "")
+    assert hash_key("precis-dev-key") not in GatewaySettings().key_table()
 
 
 def test_production_accepts_hashed_keys_only(monkeypatch):

@@ -3,7 +3,8 @@
 Inputs  (per request, batch dim first): TEXT [B,1] string, MAX_TOKENS [B,1] int32 (optional),
                                         LANGUAGE [B,1] string (optional: auto|en|zh|...).
 Outputs (per request):                  SUMMARY [B,1] string, INPUT_TOKENS [B,1] int32,
-                                        OUTPUT_TOKENS [B,1] int32.
+                                        OUTPUT_TOKENS [B,1] int32, MODEL [B,1] string
+                                        (the served model's name).
 
 The dynamic batcher hands ``execute`` up to max_batch_size requests; they are validated one
 by one (a bad request gets its own INVALID_ARG error and is left out of the batch) and the
@@ -71,6 +72,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"summarizer: bad configuration: {exc}") from None
         self.engine = create_engine(self.config, log=_log_info)
         self.engine.load()
+        self.model_id = self.engine.model_id.encode("utf-8")
         if self.config.warmup:
             self.engine.warmup()
         _log_info(
@@ -127,11 +129,13 @@ class TritonPythonModel:
                     summary = np.array([[r.summary.encode("utf-8")] for r in rows], dtype=np.object_)
                     n_in = np.array([[r.input_tokens] for r in rows], dtype=np.int32)
                     n_out = np.array([[r.output_tokens] for r in rows], dtype=np.int32)
+                    model = np.array([[self.model_id]] * len(rows), dtype=np.object_)
                     responses[index] = pb_utils.InferenceResponse(
                         output_tensors=[
                             pb_utils.Tensor("SUMMARY", summary),
                             pb_utils.Tensor("INPUT_TOKENS", n_in),
                             pb_utils.Tensor("OUTPUT_TOKENS", n_out),
+                            pb_utils.Tensor("MODEL", model),
                         ]
                     )
         if batch:

@@ -359,6 +359,14 @@ class BaseEngine:
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
 
+    @property
+    def model_id(self) -> str:
+        """The served model's name, returned with every summary (the realtime ``model`` field):
+        the GGUF file's stem (it names the quantization shipped, e.g. ``SmolLM2-135M-Instruct.Q4_1``)
+        or the Hugging Face directory's name."""
+        base = os.path.basename(self.config.model_path.rstrip("/"))
+        return base[: -len(".gguf")] if base.endswith(".gguf") else base
+
     def load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -79,12 +79,52 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "precis.kafkaBootstrap" -}}
-{{- if eq .Values.kafka.mode "strimzi" -}}
+{{- if eq .Values.kafka.mode "bundled" -}}
+{{- printf "%s:9092" (include "precis.componentName" (dict "ctx" . "component" "kafka")) -}}
+{{- else if eq .Values.kafka.mode "strimzi" -}}
 {{- $ns := default .Release.Namespace .Values.kafka.strimzi.namespace -}}
 {{- printf "%s-kafka-bootstrap.%s.svc:9092" (include "precis.strimziClusterName" .) $ns -}}
 {{- else -}}
 {{- required "kafka.bootstrapServers is required when kafka.mode=external" .Values.kafka.bootstrapServers -}}
 {{- end -}}
+{{- end }}
+
+{{/* The notifier's SMTP relay: config.smtp, or the bundled sink when it is on and no host is set.
+     (dict "host" .. "port" .. "starttls" ..) as YAML */}}
+{{- define "precis.smtp" -}}
+{{- $c := .Values.config.smtp -}}
+{{- if and .Values.smtpSink.enabled (not $c.host) -}}
+host: {{ include "precis.componentName" (dict "ctx" . "component" "smtp-sink") }}
+port: {{ .Values.smtpSink.smtpPort }}
+starttls: false
+{{- else -}}
+host: {{ $c.host | quote }}
+port: {{ $c.port }}
+starttls: {{ $c.starttls }}
+{{- end -}}
+{{- end }}
+
+{{/* Init container that brings the store's schema to head before a pod uses it, for the bundled
+     PostgreSQL (a pre-install hook would run before its StatefulSet exists). common.migrate waits
+     for the server and serializes concurrent runs with an advisory lock. (dict "ctx" $) */}}
+{{- define "precis.migrateInitContainer" -}}
+{{- $ctx := .ctx -}}
+- name: migrate
+  image: {{ include "precis.image" (dict "ctx" $ctx "image" $ctx.Values.image.service) }}
+  imagePullPolicy: {{ $ctx.Values.image.service.pullPolicy }}
+  command: ["python", "-m"]
+  args: ["common.migrate"]
+  env:
+    - {name: PRECIS_ENV, value: {{ $ctx.Values.config.env | quote }}}
+    - {name: PRECIS_LOG_LEVEL, value: {{ $ctx.Values.config.logLevel | quote }}}
+    {{- include "precis.secretEnv" (dict "ctx" $ctx "name" "PRECIS_DATABASE_URL" "key" $ctx.Values.secrets.keys.databaseUrl) | nindent 4 }}
+  resources:
+    requests: {cpu: 50m, memory: 96Mi}
+    limits: {cpu: 500m, memory: 256Mi}
+  securityContext:
+    {{- include "precis.containerSecurityContext" $ctx | nindent 4 }}
+  volumeMounts:
+    - {name: tmp, mountPath: /tmp}
 {{- end }}
 
 {{/* ------------------------------------------------------------------ urls ------------ */}}
@@ -227,6 +267,7 @@ affinity:
     {{- if .pool.model.engine }}
     - {name: PRECIS_MODEL_ENGINE, value: {{ .pool.model.engine | quote }}}
     {{- end }}
+    - {name: PRECIS_MODEL_MAX_INPUT_TOKENS, value: {{ .pool.model.maxInputTokens | int64 | quote }}}
     - {name: PRECIS_LOG_LEVEL, value: {{ $ctx.Values.config.logLevel | quote }}}
   {{- include "precis.tritonProbes" (dict "ctx" $ctx "port" (printf "%shttp" $pre)) | nindent 2 }}
   resources:
@@ -294,7 +335,8 @@ input [
 output [
   { name: "SUMMARY", data_type: TYPE_STRING, dims: [ 1 ] },
   { name: "INPUT_TOKENS", data_type: TYPE_INT32, dims: [ 1 ] },
-  { name: "OUTPUT_TOKENS", data_type: TYPE_INT32, dims: [ 1 ] }
+  { name: "OUTPUT_TOKENS", data_type: TYPE_INT32, dims: [ 1 ] },
+  { name: "MODEL", data_type: TYPE_STRING, dims: [ 1 ] }
 ]
 instance_group [
   { count: {{ $m.instanceCount | int64 }}, kind: {{ $m.instanceKind }} }

@@ -2,6 +2,7 @@
 A Deployment for one of the Python services (one image, `python -m <module>` picks the process).
 (dict "ctx" $ "component" "gateway" "module" "gateway" "v" .Values.gateway "secretEnv" (list ...))
 secretEnv items: (dict "name" "PRECIS_API_KEYS" "key" "api-keys" "optional" false)
+"usesStore" true: the pod uses the job store (migrates first when database.mode=bundled).
 */}}
 {{- define "precis.pythonDeployment" -}}
 {{- $ctx := .ctx -}}
@@ -46,6 +47,10 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- if and .usesStore (eq $ctx.Values.database.mode "bundled") }}
+      initContainers:
+        {{- include "precis.migrateInitContainer" (dict "ctx" $ctx) | nindent 8 }}
+      {{- end }}
       containers:
         - name: {{ .component }}
           image: {{ include "precis.image" (dict "ctx" $ctx "image" $ctx.Values.image.service) }}
@@ -68,6 +73,7 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           {{- include "precis.serviceProbes" (dict "ctx" $ctx "port" "http") | nindent 10 }}
+          {{- include "precis.shutdownDelay" $ctx | nindent 10 }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:
@@ -150,4 +156,16 @@ spec:
   selector:
     matchLabels:
       {{- include "precis.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
+{{- end }}
+
+{{/* preStop pause before SIGTERM: the endpoint controller and every node's kube-proxy take a
+     moment to drop a terminating pod from Services; a server that stopped at once would refuse
+     the requests still routed to it (a rollout would then fail requests). */}}
+{{- define "precis.shutdownDelay" -}}
+{{- if .Values.shutdownDelaySeconds }}
+lifecycle:
+  preStop:
+    exec:
+      command: ["sleep", {{ .Values.shutdownDelaySeconds | toString | quote }}]
+{{- end }}
 {{- end }}
