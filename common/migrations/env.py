@@ -11,6 +11,7 @@ from common.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+MIGRATION_LOCK_ID = 0x70726563  # "prec": any constant every migrating process agrees on
 
 
 def _do_run(connection) -> None:  # noqa: ANN001
@@ -20,6 +21,11 @@ def _do_run(connection) -> None:  # noqa: ANN001
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Several pods may migrate at once (the chart's init containers with the bundled
+            # PostgreSQL): one transaction-scoped lock makes them take turns, and each later one
+            # finds the schema at head and does nothing.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         context.run_migrations()
 
 
