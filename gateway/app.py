@@ -36,6 +36,8 @@ from gateway.ratelimit import TokenBucketLimiter
 log = logging.getLogger(__name__)
 
 ROUTED = Counter("precis_gateway_routed_total", "Requests routed by mode", ["mode", "reason"])
+UPSTREAM_RETRIES = Counter("precis_gateway_upstream_retries_total",
+                           "Realtime calls sent again after a connection died before any response")
 
 
 class State:
@@ -142,20 +144,31 @@ class UpstreamDown(Exception):
 
 
 async def call_upstream(http: aiohttp.ClientSession, method: str, url: str, *, timeout_s: float,
-                        payload: Any = None, headers: dict[str, str] | None = None) -> Upstream:
+                        payload: Any = None, headers: dict[str, str] | None = None,
+                        retry_disconnect: bool = False) -> Upstream:
+    """One call to an internal service. ``retry_disconnect`` (only for calls without side effects,
+    like a realtime summary) sends the request once more, on a new connection, when the first
+    connection died before any response: a pooled keep-alive connection to a pod that is shutting
+    down (a rollout) is closed under the request, and the retry reaches a pod that is ready."""
     data = None
     hdrs = dict(headers or {})
     if payload is not None:
         data = json.dumps(payload, ensure_ascii=False).encode()
         hdrs["Content-Type"] = "application/json"
-    try:
-        async with http.request(method, url, data=data, headers=hdrs,
-                                timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)) as resp:
-            return Upstream(resp.status, await resp.read(), resp.headers)
-    except TimeoutError:  # aiohttp's timeouts are TimeoutError subclasses
-        raise UpstreamTimeout(url) from None
-    except aiohttp.ClientError:
-        raise UpstreamDown(url) from None
+    for attempt in (1, 2):
+        try:
+            async with http.request(method, url, data=data, headers=hdrs,
+                                    timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)) as resp:
+                return Upstream(resp.status, await resp.read(), resp.headers)
+        except TimeoutError:  # aiohttp's timeouts are TimeoutError subclasses
+            raise UpstreamTimeout(url) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if not retry_disconnect or attempt == 2:
+                raise UpstreamDown(url) from None
+            UPSTREAM_RETRIES.inc()
+        except aiohttp.ClientError:
+            raise UpstreamDown(url) from None
+    raise AssertionError("unreachable")
 
 
 def _forward(resp: Upstream) -> Response:
@@ -238,7 +251,7 @@ def create_app() -> FastAPI:
             }
             try:
                 resp = await call_upstream(state.http, "POST", f"{s.realtime_url}/internal/summarize",
-                                           payload=payload, timeout_s=s.realtime_timeout_s)
+                                           payload=payload, timeout_s=s.realtime_timeout_s, retry_disconnect=True)
             except UpstreamTimeout:
                 raise Problem(504, "upstream-timeout", "Summarization timed out",
                               f"no summary within {s.realtime_timeout_s:g} s") from None
