@@ -440,3 +440,13 @@ def test_monitoring_and_dashboard(render):
                    "precis_worker_jobs_total"):
         assert needle in exprs, needle
     assert not render("cpu").kind("ServiceMonitor") and not render("default").kind("PodMonitor")
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_recreate_strategies_carry_no_rolling_update(render, profile):
+    """The API server refuses `rollingUpdate` beside `type: Recreate` (found by make k8s-dry-run:
+    the CPU profile's Recreate merged over the default's rollingUpdate)."""
+    for d in render(profile).kind("Deployment"):
+        strategy = d["spec"].get("strategy", {})
+        if strategy.get("type") == "Recreate":
+            assert "rollingUpdate" not in strategy, d["metadata"]["name"]
