@@ -2,6 +2,9 @@
 # Précis Triton image: NGC tritonserver (PyTorch + python backend variant) + the Précis model
 # repository + its Python dependencies (the [model] extra) + the default SmolLM2 GGUF.
 # Build from the repo root:  docker build -f docker/triton.Dockerfile -t precis/triton:0.1.0 .
+# Built where nvcr.io is reachable (CI with registry access, a GPU build host); `make images` on
+# the project's build machine cannot pull NGC and builds docker/triton-cpu.Dockerfile instead
+# (same model repository, same entrypoint/args contract, CPU + llama.cpp only).
 #
 # 24.12 = Triton 2.53, Ubuntu 24.04, Python 3.12 (pyproject needs >=3.11, so 24.10 with Python
 # 3.10 does not fit). Pin by digest too: get it with

