@@ -5,6 +5,7 @@ One client per process, created by the lifespan and reused by every request (one
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +25,11 @@ class TritonResult:
 class TritonFailure(Exception):
     """A Triton call failed; ``kind`` says how (for HTTP mapping and metrics)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, reconnect: bool = False) -> None:
         super().__init__(message)
         self.kind = kind  # unavailable | overloaded | deadline | invalid | internal
+        # the server answered without the model: the connection should go to another server
+        self.reconnect = reconnect
 
 
 def _classify(exc: InferenceServerException) -> TritonFailure:
@@ -43,6 +46,11 @@ def _classify(exc: InferenceServerException) -> TritonFailure:
         return TritonFailure("invalid", msg)
     if "UNAVAILABLE" in status or "connect" in low or "unavailable" in low:
         return TritonFailure("unavailable", msg)
+    if "unknown model" in low or "no available versions" in low or "is not ready" in low:
+        # The server answered but has no model: it unloads on SIGTERM before it exits (a pod
+        # being replaced) or has not loaded it yet. Unavailable, and this connection (pinned to
+        # that server by the Service's conntrack entry) must be replaced: see SummarizerClient.
+        return TritonFailure("unavailable", msg, reconnect=True)
     return TritonFailure("internal", msg)
 
 
@@ -70,8 +78,30 @@ class SummarizerClient:
         self.url = url
         self.model = model
         self.client = grpcclient.InferenceServerClient(url=url, channel_args=channel_args())
+        self.reconnects = 0
+        self._retired: list[grpcclient.InferenceServerClient] = []
+
+    async def _reconnect(self, failed: grpcclient.InferenceServerClient) -> None:
+        """A new channel, so a new TCP connection that the Service routes to a ready server. The
+        old channel's connection stays pinned to the server it was opened to, which may be a pod
+        that is unloading its model on the way out (Triton keeps answering "unknown model" until
+        it exits). Calls already in flight on the old channel finish on it."""
+        if self.client is not failed:  # another call already replaced it
+            return
+        self.client = grpcclient.InferenceServerClient(url=self.url, channel_args=channel_args())
+        self.reconnects += 1
+        self._retired.append(failed)
+        # closed once the calls still on it are done (none outlives its own timeout)
+        asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(self._close_retired(failed)))
+
+    async def _close_retired(self, client: grpcclient.InferenceServerClient) -> None:
+        if client in self._retired:
+            self._retired.remove(client)
+            await client.close()
 
     async def close(self) -> None:
+        for old in list(self._retired):
+            await self._close_retired(old)
         await self.client.close()
 
     async def ready(self, timeout_s: float = 1.0) -> bool:
@@ -92,14 +122,18 @@ class SummarizerClient:
         inputs[1].set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
         inputs[2].set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
         outputs = [grpcclient.InferRequestedOutput(n) for n in ("SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL")]
+        client = self.client
         try:
-            res = await self.client.infer(
+            res = await client.infer(
                 self.model, inputs, outputs=outputs, client_timeout=timeout_s, request_id=request_id,
                 # Server-side queue timeout too, so a request we stopped waiting for is dropped there.
                 timeout=int(timeout_s * 1_000_000),
             )
         except InferenceServerException as exc:
-            raise _classify(exc) from None
+            failure = _classify(exc)
+            if failure.reconnect:
+                await self._reconnect(client)
+            raise failure from None
         summary = res.as_numpy("SUMMARY").reshape(-1)[0]
         model = res.as_numpy("MODEL").reshape(-1)[0]
         return TritonResult(

@@ -91,10 +91,22 @@ def create_app() -> FastAPI:
         IN_FLIGHT.inc()
         t1 = time.perf_counter()
         try:
-            res = await state.triton.summarize(
-                body.text, body.max_summary_tokens, body.language, timeout_s=s.realtime_deadline_s,
-                request_id=body.request_id,
-            )
+            try:
+                res = await state.triton.summarize(
+                    body.text, body.max_summary_tokens, body.language, timeout_s=s.realtime_deadline_s,
+                    request_id=body.request_id,
+                )
+            except TritonFailure as f:
+                # A server that answered without its model (a Triton pod on its way out) made the
+                # client open a new connection: the call, which has no side effects, is sent once
+                # more on it while the deadline allows.
+                left = s.realtime_deadline_s - (time.perf_counter() - t1)
+                if not (f.reconnect and left > 1.0):
+                    raise
+                ERRORS.labels("resent").inc()
+                res = await state.triton.summarize(
+                    body.text, body.max_summary_tokens, body.language, timeout_s=left, request_id=body.request_id,
+                )
         except TritonFailure as f:
             ERRORS.labels(f.kind).inc()
             log.warning("triton %s: %s", f.kind, f)

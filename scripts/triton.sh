@@ -33,7 +33,7 @@ exec "$TRITON_BIN" \
   --model-repository="$MODEL_REPOSITORY" \
   --backend-directory="$TRITON_BACKEND_DIR" \
   --backend-config="python,shm-region-prefix-name=$SHM_PREFIX" \
-  --model-control-mode=none \
+  --model-control-mode="${PRECIS_TRITON_MODEL_CONTROL:-none}" ${PRECIS_TRITON_MODEL_CONTROL:+--load-model=summarizer} \
   --strict-readiness=true \
   --exit-on-error=true \
   --http-port="$HTTP_PORT" \

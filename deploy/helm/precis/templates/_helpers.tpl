@@ -268,8 +268,19 @@ affinity:
     - {name: PRECIS_MODEL_ENGINE, value: {{ .pool.model.engine | quote }}}
     {{- end }}
     - {name: PRECIS_MODEL_MAX_INPUT_TOKENS, value: {{ .pool.model.maxInputTokens | int64 | quote }}}
+    {{- if .pool.model.threads }}
+    - {name: PRECIS_MODEL_THREADS, value: {{ .pool.model.threads | int64 | quote }}}
+    {{- end }}
     - {name: PRECIS_LOG_LEVEL, value: {{ $ctx.Values.config.logLevel | quote }}}
   {{- include "precis.tritonProbes" (dict "ctx" $ctx "port" (printf "%shttp" $pre)) | nindent 2 }}
+  {{- if and (not .sidecar) $t.shutdownDelaySeconds }}
+  # Keep serving while the Service drops this pod; then SIGTERM (Triton unloads the model, and
+  # realtime_svc moves to a new connection on its "unknown model" answer).
+  lifecycle:
+    preStop:
+      exec:
+        command: ["sleep", {{ $t.shutdownDelaySeconds | toString | quote }}]
+  {{- end }}
   resources:
     {{- $res := deepCopy .pool.resources }}
     {{- if .pool.gpu.enabled }}

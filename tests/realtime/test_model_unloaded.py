@@ -1,0 +1,64 @@
+"""A Triton that answers without its model (what a pod does between SIGTERM and exit: it unloads
+the model first, then keeps the port open) gives callers 503 + Retry-After, never 502, and
+realtime_svc moves to a new connection, so a replacement server behind the same Service address
+gets the next call. Real Triton (explicit model control: the test unloads and reloads the model
+through Triton's own repository API), real realtime_svc."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.procs import port_open, start_triton
+from tests.realtime.conftest import READY_TIMEOUT_S, _env, start_realtime_svc
+
+pytestmark = pytest.mark.integration
+
+OFFSET = 26500
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    http, grpc, metrics, svc = (p + OFFSET for p in (8000, 8001, 8002, 8081))
+    if busy := [p for p in (http, grpc, metrics, svc) if port_open(p)]:
+        pytest.fail(f"ports {busy} are busy")
+    var = tmp_path_factory.mktemp("unloaded")
+    env = _env(PRECIS_TRITON_HTTP_PORT=str(http), PRECIS_TRITON_GRPC_PORT=str(grpc),
+               PRECIS_TRITON_METRICS_PORT=str(metrics), PRECIS_TRITON_MODEL_CONTROL="explicit")
+    triton = start_triton(env, Path(var) / "triton.log", http, READY_TIMEOUT_S)
+    svc_proc = None
+    try:
+        svc_proc = start_realtime_svc(svc, grpc, Path(var) / "realtime_svc.log")
+        yield f"http://127.0.0.1:{svc}", f"http://127.0.0.1:{http}"
+    finally:
+        if svc_proc is not None:
+            svc_proc.stop()
+        triton.stop(timeout=40)
+
+
+def summarize(url: str) -> httpx.Response:
+    return httpx.post(f"{url}/internal/summarize", timeout=120, json={
+        "text": "The meeting was moved to Friday because the chief executive was ill.",
+        "max_summary_tokens": 8, "request_id": uuid.uuid4().hex})
+
+
+def test_model_gone_is_503_and_the_next_connection_is_used(stack):
+    svc, triton = stack
+    assert summarize(svc).status_code == 200
+    r = httpx.post(f"{triton}/v2/repository/models/summarizer/unload", timeout=60)
+    assert r.status_code == 200, r.text
+    gone = summarize(svc)
+    assert gone.status_code == 503, gone.text
+    assert gone.headers["content-type"].startswith("application/problem+json")
+    assert gone.json()["type"].endswith("model-unavailable") and "retry-after" in gone.headers
+    metrics = httpx.get(f"{svc}/metrics").text
+    # the call was sent once more on a new connection before the 503
+    assert 'precis_realtime_errors_total{kind="resent"} 1.0' in metrics, metrics[-2000:]
+    r = httpx.post(f"{triton}/v2/repository/models/summarizer/load", timeout=300)
+    assert r.status_code == 200, r.text
+    back = summarize(svc)
+    assert back.status_code == 200, back.text
