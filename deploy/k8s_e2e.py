@@ -391,11 +391,20 @@ def gpu_placement(c: Cluster, ns: str, image_args: list[str], res: dict) -> None
     c.h("install", RELEASE, str(CHART), "-n", ns, "-f", str(CHART / "values-gpu.yaml"), *image_args, *small,
         *toggles, "--no-hooks",
         timeout=300)
-    deadline = time.monotonic() + 180
+    from kubernetes import client
+
+    hpas = client.AutoscalingV2Api(c.api)
+    deadline = time.monotonic() + 240
     problems: list[str] = []
     while time.monotonic() < deadline:
         problems = []
         placed = {}
+        # judge only once every autoscaler has brought its Deployment to its minimum (the HPA
+        # raises the realtime Triton from 1 to 2 replicas some seconds after the install)
+        for h in hpas.list_namespaced_horizontal_pod_autoscaler(ns).items:
+            d = c.apps.read_namespaced_deployment(h.spec.scale_target_ref.name, ns)
+            if (d.spec.replicas or 0) < h.spec.min_replicas:
+                problems.append(f"{d.metadata.name}: {d.spec.replicas} replicas, below its HPA minimum {h.spec.min_replicas}")
         for p in c.pods(ns):
             comp = (p.metadata.labels or {}).get("app.kubernetes.io/component", "?")
             node = p.spec.node_name
