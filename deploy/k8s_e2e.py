@@ -56,6 +56,58 @@ class Failed(Exception):
     pass
 
 
+# what the PNG shows: phase spans and the realtime load during the rollouts (monotonic seconds)
+PLOT: dict = {"phases": []}
+
+
+def enter(phase: str) -> str:
+    now = time.monotonic()
+    if PLOT["phases"]:
+        PLOT["phases"][-1][2] = now
+    PLOT["phases"].append([phase, now, None])
+    return phase
+
+
+def write_png(path: Path, res: dict) -> None:
+    """Two panels: how long each phase took, and every realtime request during the rollouts
+    (latency over time, failures in red, the restart and upgrade windows shaded)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = [p for p in PLOT["phases"] if p[2] is not None]
+    if not phases:
+        return
+    t0 = phases[0][1]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7.5), gridspec_kw={"height_ratios": [1, 1.2]})
+    for i, (name, a, b) in enumerate(phases):
+        ax1.barh(i, b - a, left=a - t0, color="#4c72b0")
+        ax1.text(b - t0 + 2, i, f"{b - a:.0f} s", va="center", fontsize=8)
+    ax1.set_yticks(range(len(phases)), [p[0] for p in phases], fontsize=8)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("seconds since start")
+    ax1.set_title(f"make k8s-e2e on {res.get('kubernetes_version', '?')}: {res.get('result')} in {res.get('e2e_s')} s")
+    samples, windows = PLOT.get("load", ([], {}))
+    if samples:
+        s0 = min(x[0] - x[1] for x in samples)
+        for (name, (a, b)), color in zip(windows.items(), ("#dd8452", "#55a868")):
+            ax2.axvspan(a - s0, b - s0, alpha=0.2, color=color, label=name)
+        ok = [(x[0] - s0, x[1] * 1000) for x in samples if x[2]]
+        bad = [(x[0] - s0, x[1] * 1000) for x in samples if not x[2]]
+        if ok:
+            ax2.plot(*zip(*ok), "o", ms=3, color="#4c72b0", label=f"200 ({len(ok)})")
+        if bad:
+            ax2.plot(*zip(*bad), "x", ms=5, color="#c44e52", label=f"failed ({len(bad)})")
+        ax2.set_xlabel("seconds into the rollout phase")
+        ax2.set_ylabel("realtime latency, ms (c=2)")
+        ax2.set_title("realtime requests during rollout restart and helm upgrade")
+        ax2.legend(fontsize=8, loc="upper left")
+    fig.subplots_adjust(left=0.17, right=0.95, hspace=0.45)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def check(cond: bool, what: str) -> None:
     if not cond:
         raise Failed(what)
@@ -167,6 +219,7 @@ class Load:
         self.ok = 0
         self.failures: list[str] = []
         self.latencies: list[float] = []
+        self.samples: list[tuple[float, float, bool]] = []  # (monotonic end, seconds, ok)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(concurrency)]
         self._lock = threading.Lock()
@@ -181,6 +234,7 @@ class Load:
             except OSError as exc:
                 err = f"{type(exc).__name__}: {exc}"
             with self._lock:
+                self.samples.append((time.monotonic(), time.perf_counter() - t0, err is None))
                 if err:
                     self.failures.append(f"{time.strftime('%H:%M:%S')} {err}")
                 else:
@@ -310,19 +364,23 @@ def rollouts_under_load(c: Cluster, ns: str, gw: str, key: str, res: dict) -> No
         time.sleep(5)
         t0 = time.monotonic()
         c.k("-n", ns, "rollout", "restart", *[f"deployment/{n}" for n in names])
+        windows = {}
         for n in names:
             c.k("-n", ns, "rollout", "status", f"deployment/{n}", "--timeout", "10m", timeout=700)
         res["rollout_restart_s"] = round(time.monotonic() - t0, 1)
+        windows["rollout restart"] = (t0, time.monotonic())
         time.sleep(5)
         t1 = time.monotonic()
         c.h("upgrade", RELEASE, str(CHART), "-n", ns, "--reuse-values", "--set", "config.logLevel=DEBUG",
             "--wait", "--timeout", "15m", timeout=1000)
         res["helm_upgrade_s"] = round(time.monotonic() - t1, 1)
+        windows["helm upgrade"] = (t1, time.monotonic())
         time.sleep(5)
     cm = c.core.read_namespaced_config_map(f"{RELEASE}-config", ns)
     for d in c.apps.list_namespaced_deployment(ns, label_selector=f"app.kubernetes.io/instance={RELEASE}").items:
         ok, line = deployment_ready(d)
         check(ok, f"rolled out after the upgrade: {line}")
+    PLOT["load"] = (load.samples, windows)
     res["requests_during_rollouts"] = load.ok + len(load.failures)
     res["failed_requests_during_rollouts"] = len(load.failures)
     res["failed_request_samples"] = load.failures[:10]
@@ -442,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         res.update(json.loads(args.extra.read_text()))
     t_all = time.monotonic()
     failed = None
-    phase = "connect"
+    phase = enter("connect")
     try:
         c = Cluster(args.kubectl, args.helm)
         res["kubernetes_version"] = c.version
@@ -450,13 +508,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cluster {c.version}, nodes {res['nodes']}")
         image_args, res["images"] = image_sets(args.images)
         ns = args.namespace
-        phase = "install"
+        phase = enter("install")
         c.fresh_namespace(ns)
         key, pg = secrets.token_urlsafe(24), secrets.token_hex(16)
         create_secret(c, ns, key, pg, f"{RELEASE}-postgres")
         install_cpu(c, ns, image_args, res)
 
-        phase = "helm test"
+        phase = enter("helm test")
         # no --logs: the chart deletes a test pod that succeeded (hook-succeeded), and helm then
         # fails to fetch its logs; a failed one is kept, so its logs are read below
         proc = c.h("test", RELEASE, "-n", ns, "--timeout", "5m", check_rc=False, timeout=400)
@@ -471,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"{gw}/healthz", 60)
         wait_http(f"{sink}/healthz", 60)
 
-        phase = "realtime"
+        phase = enter("realtime")
         lat, statuses = [], []
         for _ in range(10):
             t0 = time.perf_counter()
@@ -484,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         res["realtime_model"] = out.get("model")
         check(all(s == 200 for s in statuses), f"10 realtime summaries answer 200 (p50 {res['realtime_p50_ms_in_cluster']} ms)")
 
-        phase = "async"
+        phase = enter("async")
         email = f"e2e-{secrets.token_hex(3)}@example.com"
         t0 = time.monotonic()
         job = submit_async(gw, key, " ".join([SHORT_TEXT] * 40), email)
@@ -496,18 +554,18 @@ def main(argv: list[str] | None = None) -> int:
         check(state == "succeeded" and (out.get("summary") or "").strip(), f"the async job succeeded in {res['async_job_s']} s")
         check(res["mails_for_job"] == 1, f"exactly one mail in the sink for it (got {res['mails_for_job']})")
 
-        phase = "worker pod deleted"
+        phase = enter("worker pod deleted")
         worker_fault(c, ns, gw, sink, key, res)
 
-        phase = "rollouts"
+        phase = enter("rollouts")
         rollouts_under_load(c, ns, gw, key, res)
 
-        phase = "uninstall"
+        phase = enter("uninstall")
         uninstall(c, ns, res)
         c.core.delete_namespace(ns)
 
         if not args.skip_gpu:
-            phase = "gpu placement"
+            phase = enter("gpu placement")
             gpu_placement(c, f"{ns}-gpu", image_args, res)
     except Failed as exc:
         failed = f"{phase}: {exc}"
@@ -520,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     log(f"wrote {args.out}")
+    enter("end")
+    try:
+        write_png(args.out.with_suffix(".png"), res)
+        log(f"wrote {args.out.with_suffix('.png')}")
+    except Exception as exc:  # noqa: BLE001 - the figures are written already; the plot is extra
+        log(f"no PNG: {type(exc).__name__}: {exc}")
     if failed:
         log(f"FAILED at {failed}")
         return 1
