@@ -1,4 +1,4 @@
-"""realtime_svc against a real Triton (scripts/triton.sh) on private ports (offset 26000).
+"""realtime_svc against a real Triton (scripts/triton.sh) on private ports (offset 22000, below the ephemeral port range 32768+: a client socket on such a port can make a later bind fail).
 
 Triton serves a copy of model_repository/ whose queue is tiny (max_queue_size 1, no queue
 delay), so a burst of concurrent requests overflows it and the overload path is exercised for
@@ -19,7 +19,7 @@ import pytest
 
 from tests.procs import ROOT, Proc, http_ok, port_open, start_triton, wait_until
 
-OFFSET = 26000  # Triton 34000-34002, realtime_svc 34081 (+1 for the one facing a dead Triton)
+OFFSET = 22000  # Triton 30000-30002, realtime_svc 30081 (+1 for the one facing a dead Triton)
 READY_TIMEOUT_S = float(os.environ.get("PRECIS_TEST_TRITON_READY_TIMEOUT_S", "180"))
 MAX_INPUT_TOKENS = 128  # above the EN/ZH sample texts, below the 413 test text
 
