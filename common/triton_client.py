@@ -6,6 +6,7 @@ One client per process, created by the lifespan and reused by every request (one
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,8 @@ def _classify(exc: InferenceServerException) -> TritonFailure:
     if "INVALID_ARG" in status or "INVALID" in status:
         return TritonFailure("invalid", msg)
     if "UNAVAILABLE" in status or "connect" in low or "unavailable" in low:
-        return TritonFailure("unavailable", msg)
+        # not reached (a pod that just stopped listening, or none yet): the call was not run
+        return TritonFailure("unavailable", msg, reconnect=True)
     if "unknown model" in low or "no available versions" in low or "is not ready" in low:
         # The server answered but has no model: it unloads on SIGTERM before it exits (a pod
         # being replaced) or has not loaded it yet. Unavailable, and this connection (pinned to
@@ -79,6 +81,7 @@ class SummarizerClient:
         self.model = model
         self.client = grpcclient.InferenceServerClient(url=url, channel_args=channel_args())
         self.reconnects = 0
+        self._last_reconnect = 0.0
         self._retired: list[grpcclient.InferenceServerClient] = []
 
     async def _reconnect(self, failed: grpcclient.InferenceServerClient) -> None:
@@ -88,6 +91,9 @@ class SummarizerClient:
         it exits). Calls already in flight on the old channel finish on it."""
         if self.client is not failed:  # another call already replaced it
             return
+        if time.monotonic() - self._last_reconnect < 1.0:  # an outage must not churn channels
+            return
+        self._last_reconnect = time.monotonic()
         self.client = grpcclient.InferenceServerClient(url=self.url, channel_args=channel_args())
         self.reconnects += 1
         self._retired.append(failed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -97,13 +98,17 @@ def create_app() -> FastAPI:
                     request_id=body.request_id,
                 )
             except TritonFailure as f:
-                # A server that answered without its model (a Triton pod on its way out) made the
-                # client open a new connection: the call, which has no side effects, is sent once
-                # more on it while the deadline allows.
+                # Unavailable: a server that answered without its model (a Triton pod on its way
+                # out unloads it first) or none reached (the pod then stops listening). The client
+                # opened a new connection, which the Service routes to a ready pod; the call has
+                # no side effects, so it is sent once more while the deadline allows. During a
+                # real outage this costs one short pause before the 503.
                 left = s.realtime_deadline_s - (time.perf_counter() - t1)
-                if not (f.reconnect and left > 1.0):
+                if not (f.kind == "unavailable" and left > 1.0):
                     raise
                 ERRORS.labels("resent").inc()
+                await asyncio.sleep(0.2)
+                left -= 0.2
                 res = await state.triton.summarize(
                     body.text, body.max_summary_tokens, body.language, timeout_s=left, request_id=body.request_id,
                 )
