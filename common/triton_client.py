@@ -26,11 +26,9 @@ class TritonResult:
 class TritonFailure(Exception):
     """A Triton call failed; ``kind`` says how (for HTTP mapping and metrics)."""
 
-    def __init__(self, kind: str, message: str, reconnect: bool = False) -> None:
+    def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind  # unavailable | overloaded | deadline | invalid | internal
-        # the server answered without the model: the connection should go to another server
-        self.reconnect = reconnect
 
 
 def _classify(exc: InferenceServerException) -> TritonFailure:
@@ -47,12 +45,12 @@ def _classify(exc: InferenceServerException) -> TritonFailure:
         return TritonFailure("invalid", msg)
     if "UNAVAILABLE" in status or "connect" in low or "unavailable" in low:
         # not reached (a pod that just stopped listening, or none yet): the call was not run
-        return TritonFailure("unavailable", msg, reconnect=True)
+        return TritonFailure("unavailable", msg)
     if "unknown model" in low or "no available versions" in low or "is not ready" in low:
         # The server answered but has no model: it unloads on SIGTERM before it exits (a pod
         # being replaced) or has not loaded it yet. Unavailable, and this connection (pinned to
         # that server by the Service's conntrack entry) must be replaced: see SummarizerClient.
-        return TritonFailure("unavailable", msg, reconnect=True)
+        return TritonFailure("unavailable", msg)
     return TritonFailure("internal", msg)
 
 
@@ -80,7 +78,6 @@ class SummarizerClient:
         self.url = url
         self.model = model
         self.client = grpcclient.InferenceServerClient(url=url, channel_args=channel_args())
-        self.reconnects = 0
         self._last_reconnect = 0.0
         self._retired: list[grpcclient.InferenceServerClient] = []
 
@@ -95,7 +92,6 @@ class SummarizerClient:
             return
         self._last_reconnect = time.monotonic()
         self.client = grpcclient.InferenceServerClient(url=self.url, channel_args=channel_args())
-        self.reconnects += 1
         self._retired.append(failed)
         # closed once the calls still on it are done (none outlives its own timeout)
         asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(self._close_retired(failed)))
@@ -137,7 +133,7 @@ class SummarizerClient:
             )
         except InferenceServerException as exc:
             failure = _classify(exc)
-            if failure.reconnect:
+            if failure.kind == "unavailable":  # see _classify: this connection must be replaced
                 await self._reconnect(client)
             raise failure from None
         summary = res.as_numpy("SUMMARY").reshape(-1)[0]
