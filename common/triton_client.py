@@ -70,6 +70,11 @@ def channel_args(max_reconnect_backoff_ms: int = 1000) -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", min(200, max_reconnect_backoff_ms)),
         ("grpc.min_reconnect_backoff_ms", min(200, max_reconnect_backoff_ms)),
         ("grpc.max_reconnect_backoff_ms", max_reconnect_backoff_ms),
+        # Each channel owns its connections. With gRPC's default global subchannel pool a new
+        # channel to the same address reuses the open TCP connection of an older channel, so
+        # SummarizerClient._reconnect kept talking to the Triton pod that was unloading its
+        # model (found by make k8s-e2e: 12 of 56 requests failed at the end of a helm upgrade).
+        ("grpc.use_local_subchannel_pool", 1),
     ]
 
 

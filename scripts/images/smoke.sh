@@ -110,7 +110,13 @@ async def main(bootstrap):
             await asyncio.sleep(1)
     try:
         await admin.create_topics([NewTopic("precis.smoke", num_partitions=1, replication_factor=1)])
-        topics = await admin.list_topics()
+        # CreateTopics answers once the controller has the record; the broker's metadata cache
+        # that list_topics reads catches up a moment later (an empty list was seen here once)
+        for _ in range(60):
+            topics = await admin.list_topics()
+            if "precis.smoke" in topics:
+                break
+            await asyncio.sleep(0.5)
         assert "precis.smoke" in topics, topics
     finally:
         await admin.close()

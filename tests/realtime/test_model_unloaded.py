@@ -1,8 +1,9 @@
 """A Triton that answers without its model (what a pod does between SIGTERM and exit: it unloads
 the model first, then keeps the port open) gives callers 503 + Retry-After, never 502, and
-realtime_svc moves to a new connection, so a replacement server behind the same Service address
-gets the next call. Real Triton (explicit model control: the test unloads and reloads the model
-through Triton's own repository API), real realtime_svc."""
+realtime_svc moves to a new TCP connection, so a replacement server behind the same Service
+address gets the next call. Real Triton (explicit model control: the test unloads and reloads the
+model through Triton's own repository API), real realtime_svc, and a TCP forwarder between them
+where the Service would be, which records each connection and what it carried."""
 
 from __future__ import annotations
 
@@ -15,17 +16,18 @@ import pytest
 
 from tests.procs import port_open, start_triton
 from tests.realtime.conftest import READY_TIMEOUT_S, _env, start_realtime_svc
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
 # below the ephemeral port range (32768+): a client socket there once made Triton's bind fail
-OFFSET = 22500  # Triton 30500-30502, realtime_svc 30581
+OFFSET = 22500  # Triton 30500-30502, realtime_svc 30581, the forwarder 30511
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    http, grpc, metrics, svc = (p + OFFSET for p in (8000, 8001, 8002, 8081))
-    if busy := [p for p in (http, grpc, metrics, svc) if port_open(p)]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, TcpProxy]]:
+    http, grpc, metrics, svc, fwd = (p + OFFSET for p in (8000, 8001, 8002, 8081, 8011))
+    if busy := [p for p in (http, grpc, metrics, svc, fwd) if port_open(p)]:
         pytest.fail(f"ports {busy} are busy")
     var = tmp_path_factory.mktemp("unloaded")
     env = _env(PRECIS_TRITON_HTTP_PORT=str(http), PRECIS_TRITON_GRPC_PORT=str(grpc),
@@ -33,8 +35,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     triton = start_triton(env, Path(var) / "triton.log", http, READY_TIMEOUT_S)
     svc_proc = None
     try:
-        svc_proc = start_realtime_svc(svc, grpc, Path(var) / "realtime_svc.log")
-        yield f"http://127.0.0.1:{svc}", f"http://127.0.0.1:{http}"
+        with TcpProxy(fwd, grpc) as proxy:
+            svc_proc = start_realtime_svc(svc, fwd, Path(var) / "realtime_svc.log")
+            yield f"http://127.0.0.1:{svc}", f"http://127.0.0.1:{http}", proxy
     finally:
         if svc_proc is not None:
             svc_proc.stop()
@@ -48,8 +51,10 @@ def summarize(url: str) -> httpx.Response:
 
 
 def test_model_gone_is_503_and_the_next_connection_is_used(stack):
-    svc, triton = stack
+    svc, triton, proxy = stack
     assert summarize(svc).status_code == 200
+    assert len(proxy.conns) == 1, proxy.conns
+    first = proxy.conns[0]
     r = httpx.post(f"{triton}/v2/repository/models/summarizer/unload", timeout=60)
     assert r.status_code == 200, r.text
     gone = summarize(svc)
@@ -59,6 +64,11 @@ def test_model_gone_is_503_and_the_next_connection_is_used(stack):
     metrics = httpx.get(f"{svc}/metrics").text
     # the call was sent once more on a new connection before the 503
     assert 'precis_realtime_errors_total{kind="resent"} 1.0' in metrics, metrics[-2000:]
+    # ... and really on a new TCP connection (one gRPC channel replacing another reused the old
+    # one's connection until each channel had its own subchannel pool), while the old one was
+    # still open: behind a Service, the new connection is the one that reaches another pod
+    assert len(proxy.conns) == 2, proxy.conns
+    assert first.open and proxy.conns[1].upstream_bytes > 0, proxy.conns
     r = httpx.post(f"{triton}/v2/repository/models/summarizer/load", timeout=300)
     assert r.status_code == 200, r.text
     back = summarize(svc)
