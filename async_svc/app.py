@@ -37,8 +37,7 @@ class CreateJob(BaseModel):
 
 
 class State:
-    def __init__(self, settings: AsyncSettings, db: Database, relay: OutboxRelay,
-                 committer: GroupCommitter) -> None:
+    def __init__(self, settings: AsyncSettings, db: Database, relay: OutboxRelay, committer: GroupCommitter) -> None:
         self.settings = settings
         self.db = db
         self.relay = relay
@@ -68,7 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.close()
 
 
-def _fault_hook(mode: str):  # noqa: ANN202
+def _fault_hook(mode: str):
     """tests/faults: die by SIGKILL at the named point of job creation (nothing runs after it)."""
     if not mode:
         return None

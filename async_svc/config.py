@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -21,7 +20,7 @@ class AsyncSettings(CommonSettings):
     fault_inject: Literal["", "crash_before_commit", "crash_after_commit"] = ""
 
     @model_validator(mode="after")
-    def _no_faults_in_production(self) -> "AsyncSettings":
+    def _no_faults_in_production(self) -> AsyncSettings:
         if self.fault_inject and not self.is_local:
             raise ValueError("PRECIS_FAULT_INJECT is for tests only (PRECIS_ENV=local|test)")
         return self

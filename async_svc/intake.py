@@ -39,8 +39,7 @@ class _Pending:
 
 
 class GroupCommitter:
-    def __init__(self, db: Database, *, max_batch: int = 256,
-                 fault: Callable[[str], None] | None = None) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256, fault: Callable[[str], None] | None = None) -> None:
         self.db = db
         self.max_batch = max_batch
         self.fault = fault
@@ -103,8 +102,9 @@ class GroupCommitter:
                 it.done.set_result(None)
 
 
-async def write_jobs(db: Database, jobs: list[tuple[Job, dict[str, Any]]],
-                     fault: Callable[[str], None] | None = None) -> None:
+async def write_jobs(
+    db: Database, jobs: list[tuple[Job, dict[str, Any]]], fault: Callable[[str], None] | None = None
+) -> None:
     """Jobs and their ``precis.jobs`` outbox rows in one transaction (the committer's batch, or
     one job when async_svc.jobs.create_job runs without a committer). ``fault`` is the
     tests/faults hook: SIGKILL right before or right after the commit."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -58,7 +58,9 @@ def to_view(job: Job, notifications: list[Notification] | None = None) -> JobVie
 class Conflict(Problem):
     def __init__(self, key: str) -> None:
         super().__init__(
-            409, "idempotency-key-reused", "Idempotency-Key reused with a different body",
+            409,
+            "idempotency-key-reused",
+            "Idempotency-Key reused with a different body",
             f"Idempotency-Key {key!r} was already used for a different request body; use a new key",
         )
 
@@ -87,9 +89,7 @@ async def create_job(
     the other jobs arriving at the same moment (async_svc/intake.py); without, in a transaction
     of their own (tests, tools)."""
     params = JobParams(max_summary_tokens=max_summary_tokens or DEFAULT_ASYNC_SUMMARY_TOKENS, language=language)
-    body_hash = request_hash(
-        {"text": text, "params": params.model_dump(), "notify": notify, "metadata": metadata}
-    )
+    body_hash = request_hash({"text": text, "params": params.model_dump(), "notify": notify, "metadata": metadata})
     if idempotency_key:
         existing = await _by_idempotency(db, tenant, idempotency_key)
         if existing is not None:
@@ -180,7 +180,9 @@ async def cancel_job(db: Database, tenant: str, job_id: str) -> JobView:
                 status = (await s.execute(select(Job.status).where(Job.id == job_id))).scalar_one()
                 if JobStatus(status).terminal:
                     raise Problem(
-                        409, "job-finished", "Job already finished",
+                        409,
+                        "job-finished",
+                        "Job already finished",
                         f"job {job_id} is already {status}; only queued or running jobs can be cancelled",
                     )
     return await get_job(db, tenant, job_id)

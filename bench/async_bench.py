@@ -77,9 +77,13 @@ class Bench:
         if self.a.database_url:
             self._empty_pg()
         env = stack_env(
-            self.var, self.off, PRECIS_SKIP_INSTALL="1", PRECIS_READY_TIMEOUT="600",
+            self.var,
+            self.off,
+            PRECIS_SKIP_INSTALL="1",
+            PRECIS_READY_TIMEOUT="600",
             # The load generator is one tenant: lift the per-tenant limit so intake is measured.
-            PRECIS_RATE_LIMIT_PER_MINUTE="1000000", PRECIS_RATE_LIMIT_BURST="100000",
+            PRECIS_RATE_LIMIT_PER_MINUTE="1000000",
+            PRECIS_RATE_LIMIT_BURST="100000",
             **({"PRECIS_DATABASE_URL": self.a.database_url} if self.a.database_url else {}),
         )
         print(f"starting the stack (scripts/run.sh, offset {self.off}, var {self.var})", flush=True)
@@ -93,8 +97,7 @@ class Bench:
         audited as lost (no message on the new broker)."""
         import psycopg2
 
-        with psycopg2.connect(self.pg_dsn) as con, \
-                con.cursor() as cur:
+        with psycopg2.connect(self.pg_dsn) as con, con.cursor() as cur:
             cur.execute("SELECT to_regclass('jobs') IS NOT NULL")
             if cur.fetchone()[0]:  # else the first run: scripts/run.sh creates the tables
                 print("emptying the store's tables (--database-url)", flush=True)
@@ -117,8 +120,12 @@ class Bench:
             text = (await http.get(self.metrics_url, timeout=5)).text
         except httpx.HTTPError:
             return out
-        for name in ("nv_inference_request_success", "nv_inference_exec_count", "nv_inference_count",
-                     "nv_inference_pending_request_count"):
+        for name in (
+            "nv_inference_request_success",
+            "nv_inference_exec_count",
+            "nv_inference_count",
+            "nv_inference_pending_request_count",
+        ):
             m = re.search(rf'^{name}\{{[^}}]*model="summarizer"[^}}]*\}} ([0-9.e+]+)$', text, re.M)
             if m:
                 out[name] = float(m.group(1))
@@ -147,12 +154,18 @@ class Bench:
             while not stop.is_set():
                 tr = await self.triton(http)
                 q = await asyncio.to_thread(self.queue)
-                self.samples.append({
-                    "t": round(time.monotonic() - self.t0, 2), "phase": self.phase,
-                    "queued": q.get("queued", 0), "running": q.get("running", 0) + q.get("cancelling", 0),
-                    "done": sum(q.get(s, 0) for s in TERMINAL),
-                    "book_done": self.book_progress[0], "book_total": self.book_progress[1], **tr,
-                })
+                self.samples.append(
+                    {
+                        "t": round(time.monotonic() - self.t0, 2),
+                        "phase": self.phase,
+                        "queued": q.get("queued", 0),
+                        "running": q.get("running", 0) + q.get("cancelling", 0),
+                        "done": sum(q.get(s, 0) for s in TERMINAL),
+                        "book_done": self.book_progress[0],
+                        "book_total": self.book_progress[1],
+                        **tr,
+                    }
+                )
                 try:
                     await asyncio.wait_for(stop.wait(), self.a.sample_s)
                 except TimeoutError:
@@ -162,8 +175,14 @@ class Bench:
         """CPU seconds (user+system) used so far by each stack process, by role."""
         import psutil
 
-        roles = {"gateway": "-m gateway", "async_svc": "-m async_svc", "worker": "-m worker",
-                 "notifier": "-m notifier", "triton": "tritonserver", "kafka": "kafka.Kafka"}
+        roles = {
+            "gateway": "-m gateway",
+            "async_svc": "-m async_svc",
+            "worker": "-m worker",
+            "notifier": "-m notifier",
+            "triton": "tritonserver",
+            "kafka": "kafka.Kafka",
+        }
         out: dict[str, float] = dict.fromkeys(roles, 0.0)
         if self.proc is None:
             return out
@@ -191,8 +210,12 @@ class Bench:
             text = " ".join(text.split(" ")[: self.a.book_words])
         self.phase = "book"
         t0 = time.monotonic()
-        r = await http.post(f"{self.url}/v1/summaries", headers={**self.headers, "Idempotency-Key": "bench-book"},
-                            json={"text": text, "mode": "async", "max_summary_tokens": 256}, timeout=120)
+        r = await http.post(
+            f"{self.url}/v1/summaries",
+            headers={**self.headers, "Idempotency-Key": "bench-book"},
+            json={"text": text, "mode": "async", "max_summary_tokens": 256},
+            timeout=120,
+        )
         r.raise_for_status()
         job = r.json()
         bar = tqdm(desc="book (model calls)", unit="call", dynamic_ncols=True)
@@ -212,9 +235,15 @@ class Bench:
             await asyncio.sleep(2)
         bar.close()
         took = time.monotonic() - t0
-        return {"id": job["id"], "status": view["status"], "seconds": round(took, 1), "words": len(text.split()),
-                "chunks_total": view["progress"]["chunks_total"], "chunks_done": view["progress"]["chunks_done"],
-                "summary": (view.get("summary") or "")[:600]}
+        return {
+            "id": job["id"],
+            "status": view["status"],
+            "seconds": round(took, 1),
+            "words": len(text.split()),
+            "chunks_total": view["progress"]["chunks_total"],
+            "chunks_done": view["progress"]["chunks_done"],
+            "summary": (view.get("summary") or "")[:600],
+        }
 
     async def short_jobs(self) -> dict:
         words = BOOK.read_text().split()
@@ -239,14 +268,21 @@ class Bench:
                 retry=retry_if_exception_type(httpx.TransportError),
                 stop=stop_after_attempt(self.a.submit_attempts),
                 wait=wait_exponential(multiplier=0.5, max=8),
-                before_sleep=count_retry, reraise=True,
+                before_sleep=count_retry,
+                reraise=True,
             ):
                 with attempt:
-                    r = await http.post(f"{self.url}/v1/summaries",
-                                        headers={**self.headers, "Idempotency-Key": f"bench-short-{i}"},
-                                        json={"text": texts[i], "mode": "async",
-                                              "max_summary_tokens": self.a.short_tokens,
-                                              "notify": {"email": f"bench{i}@example.com"}}, timeout=120)
+                    r = await http.post(
+                        f"{self.url}/v1/summaries",
+                        headers={**self.headers, "Idempotency-Key": f"bench-short-{i}"},
+                        json={
+                            "text": texts[i],
+                            "mode": "async",
+                            "max_summary_tokens": self.a.short_tokens,
+                            "notify": {"email": f"bench{i}@example.com"},
+                        },
+                        timeout=120,
+                    )
             codes[r.status_code] += 1
             if r.status_code == 202:
                 ids.append(r.json()["id"])
@@ -299,14 +335,23 @@ class Bench:
             await asyncio.sleep(2)
         bar.close()
         drain_s = time.monotonic() - t1
-        return {"submitted": n, "accepted": len(ids), "status_codes": dict(codes), "intake_seconds": round(intake_s, 2),
-                "intake_jobs_per_s": round(len(ids) / intake_s, 1),
-                "intake_transport_retries": sum(retried.values()), "intake_transport_errors": dict(retried),
-                "intake_idempotent_replays": replayed, "drain_seconds": round(drain_s, 1),
-                "intake_cpu_ms_per_job": cpu_ms, "intake_machine_share_pct": busy,
-                "intake_bound_jobs_per_s_if_alone": round(
-                    cores * 1000 / max(1e-9, cpu_ms["gateway"] + cpu_ms["async_svc"]), 1),
-                "ids": ids}
+        return {
+            "submitted": n,
+            "accepted": len(ids),
+            "status_codes": dict(codes),
+            "intake_seconds": round(intake_s, 2),
+            "intake_jobs_per_s": round(len(ids) / intake_s, 1),
+            "intake_transport_retries": sum(retried.values()),
+            "intake_transport_errors": dict(retried),
+            "intake_idempotent_replays": replayed,
+            "drain_seconds": round(drain_s, 1),
+            "intake_cpu_ms_per_job": cpu_ms,
+            "intake_machine_share_pct": busy,
+            "intake_bound_jobs_per_s_if_alone": round(
+                cores * 1000 / max(1e-9, cpu_ms["gateway"] + cpu_ms["async_svc"]), 1
+            ),
+            "ids": ids,
+        }
 
     # ---- audit -------------------------------------------------------------------------------
 
@@ -319,8 +364,7 @@ class Bench:
         if self.a.database_url:
             import psycopg2
 
-            with psycopg2.connect(self.pg_dsn) as con, \
-                    con.cursor() as cur:
+            with psycopg2.connect(self.pg_dsn) as con, con.cursor() as cur:
                 cur.execute(sql)
                 return cur.fetchall()
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
@@ -345,17 +389,27 @@ class Bench:
         # second job instead of answering with the first would show up here.
         short = {r[0] for r in self.store_rows("SELECT id FROM jobs WHERE idempotency_key LIKE 'bench-short-%'")}
         unaccepted = short - set(accepted)
-        lost = [i for i in accepted if i not in jobs or (job_msgs[i] == 0 and i not in pending)
-                or (jobs[i] in TERMINAL and per_job[i] == 0 and i not in pending)]
+        lost = [
+            i
+            for i in accepted
+            if i not in jobs
+            or (job_msgs[i] == 0 and i not in pending)
+            or (jobs[i] in TERMINAL and per_job[i] == 0 and i not in pending)
+        ]
         dup_events = sum(n - 1 for n in per_job.values() if n > 1)
         states = Counter(jobs.get(i, "missing") for i in accepted)
         notified = [i for i in accepted if jobs.get(i) in TERMINAL]
         return {
-            "accepted": len(accepted), "states": dict(states), "lost_jobs": len(lost), "lost_ids": lost[:20],
+            "accepted": len(accepted),
+            "states": dict(states),
+            "lost_jobs": len(lost),
+            "lost_ids": lost[:20],
             "duplicate_accepted_ids": len(accepted) - len(set(accepted)),
-            "jobs_not_accepted": len(unaccepted), "jobs_not_accepted_ids": sorted(unaccepted)[:20],
+            "jobs_not_accepted": len(unaccepted),
+            "jobs_not_accepted_ids": sorted(unaccepted)[:20],
             "duplicate_job_messages": sum(n - 1 for n in job_msgs.values() if n > 1),
-            "terminal_events": len(events), "duplicate_terminal_events": dup_events,
+            "terminal_events": len(events),
+            "duplicate_terminal_events": dup_events,
             "emails_for_terminal_jobs": sum(mails[i] for i in notified),
             "duplicate_emails": sum(mails[i] - 1 for i in notified if mails[i] > 1),
             "terminal_jobs_without_email": sum(1 for i in notified if mails[i] == 0),
@@ -398,13 +452,19 @@ class Bench:
         ax[0].set_ylabel("jobs in store")
         ax[0].legend()
         ax[0].set_title("Précis async pipeline (bench/async_bench.py)")
-        ax[1].plot(t, [s["book_done"] / s["book_total"] * 100 if s["book_total"] else 0 for s in self.samples],
-                   label="book: model calls done %")
+        ax[1].plot(
+            t,
+            [s["book_done"] / s["book_total"] * 100 if s["book_total"] else 0 for s in self.samples],
+            label="book: model calls done %",
+        )
         n = max(1, self.a.jobs)
         short = ("intake", "drain", "audit")  # after the book phase
         base = min((s["done"] for s in self.samples if s["phase"] in short), default=0)
-        ax[1].plot(t, [min(100.0, max(0, s["done"] - base) / n * 100) if s["phase"] in short else 0
-                       for s in self.samples], label="short jobs done %")
+        ax[1].plot(
+            t,
+            [min(100.0, max(0, s["done"] - base) / n * 100) if s["phase"] in short else 0 for s in self.samples],
+            label="short jobs done %",
+        )
         ax[1].set_ylabel("progress %")
         ax[1].legend()
         bt = [x for x, y in stats["series"] if y is not None]
@@ -427,8 +487,7 @@ class Bench:
                     book = await self.book(http)
                     result["book"] = book
                     result["book_seconds"] = book["seconds"] if book["status"] == "succeeded" else None
-                self._book_terminal = sum(
-                    v for k, v in (await asyncio.to_thread(self.queue)).items() if k in TERMINAL)
+                self._book_terminal = sum(v for k, v in (await asyncio.to_thread(self.queue)).items() if k in TERMINAL)
                 short = await self.short_jobs()
                 ids = short.pop("ids")
                 result["short_jobs"] = short
@@ -453,13 +512,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--offset", type=int, default=24000, help="port offset of the bench stack")
     p.add_argument("--var", default=str(ROOT / "var/bench-async"), help="state dir of the bench stack")
-    p.add_argument("--database-url", default=None,
-                   help="PostgreSQL URL instead of the SQLite default (its job tables are emptied first)")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL URL instead of the SQLite default (its job tables are emptied first)",
+    )
     p.add_argument("--jobs", type=int, default=1000, help="short jobs submitted at once")
     p.add_argument("--short-tokens", type=int, default=32, help="max_summary_tokens of each short job")
     p.add_argument("--concurrency", type=int, default=200, help="HTTP connections of the load generator")
-    p.add_argument("--submit-attempts", type=int, default=5,
-                   help="attempts per short job on transport errors (same Idempotency-Key)")
+    p.add_argument(
+        "--submit-attempts",
+        type=int,
+        default=5,
+        help="attempts per short job on transport errors (same Idempotency-Key)",
+    )
     p.add_argument("--book-words", type=int, default=0, help="only the first N words of the book (0 = all)")
     p.add_argument("--skip-book", action="store_true")
     p.add_argument("--book-timeout", type=float, default=1800)
@@ -480,9 +546,18 @@ def main() -> int:
     b.plot(Bench.batch_stats(b), png)
     result["plot"] = str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png)
     out.write_text(json.dumps(result, indent=2, default=str))
-    summary = {k: result.get(k) for k in ("book_seconds", "mean_batch_size_deep_queue", "mean_batch_size_overall",
-                                          "intake_jobs_per_s", "intake_transport_retries", "lost_jobs",
-                                          "duplicate_terminal_events")}
+    summary = {
+        k: result.get(k)
+        for k in (
+            "book_seconds",
+            "mean_batch_size_deep_queue",
+            "mean_batch_size_overall",
+            "intake_jobs_per_s",
+            "intake_transport_retries",
+            "lost_jobs",
+            "duplicate_terminal_events",
+        )
+    }
     print(json.dumps(summary, indent=2))
     print(f"wrote {out} and {png}")
     audit = result.get("audit", {})

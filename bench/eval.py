@@ -80,7 +80,9 @@ class Scorer:
             per["zh" if it["language"] == "zh" else "en"].append({k: v.fmeasure * 100 for k, v in sc.items()})
         out = {}
         for group, rows in (("en", per["en"]), ("zh", per["zh"]), ("all", per["en"] + per["zh"])):
-            out[group] = {k: round(sum(r[k] for r in rows) / max(1, len(rows)), 2) for k in ("rouge1", "rouge2", "rougeL")}
+            out[group] = {
+                k: round(sum(r[k] for r in rows) / max(1, len(rows)), 2) for k in ("rouge1", "rouge2", "rougeL")
+            }
             out[group]["n"] = len(rows)
         return out
 
@@ -91,8 +93,15 @@ def run_engine(variant: str, items: list[dict], max_tokens: int, batch: int) -> 
 
     engine_name, dtype, weights = VARIANTS[variant]
     cfg = se.EngineConfig.from_sources(
-        {"engine": engine_name, "dtype": dtype, "device": "cpu", "max_batch": str(batch), "warmup": "false",
-         "llamacpp_weights": weights}, {}
+        {
+            "engine": engine_name,
+            "dtype": dtype,
+            "device": "cpu",
+            "max_batch": str(batch),
+            "warmup": "false",
+            "llamacpp_weights": weights,
+        },
+        {},
     )
     eng = se.create_engine(cfg, log=lambda m: None)
     t0 = time.perf_counter()
@@ -110,8 +119,13 @@ def run_engine(variant: str, items: list[dict], max_tokens: int, batch: int) -> 
     close = getattr(eng, "close", None)
     if close:
         close()
-    return preds, {"load_s": round(load_s, 1), "generate_s": round(gen_s, 1), "output_tokens": out_tokens,
-                   "engine": engine_name, "dtype": eng.dtype}
+    return preds, {
+        "load_s": round(load_s, 1),
+        "generate_s": round(gen_s, 1),
+        "output_tokens": out_tokens,
+        "engine": engine_name,
+        "dtype": eng.dtype,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
 
     items = load_items()
     scorer = Scorer()
-    results: dict = {"max_tokens": args.max_tokens, "items": len(items),
-                     "zh_scoring": "per character (CJK char = token, Latin/digit run = token)", "variants": {}}
+    results: dict = {
+        "max_tokens": args.max_tokens,
+        "items": len(items),
+        "zh_scoring": "per character (CJK char = token, Latin/digit run = token)",
+        "variants": {},
+    }
     results["variants"]["lead-3"] = {"rouge": scorer.score(items, [lead3(it["document"]) for it in items])}
     samples = {}
     for variant in [v.strip() for v in args.engines.split(",") if v.strip()]:
@@ -141,13 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     print(f"\nROUGE F1 x100 on {len(items)} items (max {args.max_tokens} new tokens; zh scored per character)")
-    print(f"{'variant':<20} {'en R1':>6} {'en R2':>6} {'en RL':>6} | {'zh R1':>6} {'zh R2':>6} {'zh RL':>6} | "
-          f"{'all RL':>6} | {'gen s':>6}")
+    print(
+        f"{'variant':<20} {'en R1':>6} {'en R2':>6} {'en RL':>6} | {'zh R1':>6} {'zh R2':>6} {'zh RL':>6} | "
+        f"{'all RL':>6} | {'gen s':>6}"
+    )
     for name, v in results["variants"].items():
         r = v["rouge"]
-        print(f"{name:<20} {r['en']['rouge1']:6.2f} {r['en']['rouge2']:6.2f} {r['en']['rougeL']:6.2f} | "
-              f"{r['zh']['rouge1']:6.2f} {r['zh']['rouge2']:6.2f} {r['zh']['rougeL']:6.2f} | "
-              f"{r['all']['rougeL']:6.2f} | {v.get('generate_s', 0):6.1f}")
+        print(
+            f"{name:<20} {r['en']['rouge1']:6.2f} {r['en']['rouge2']:6.2f} {r['en']['rougeL']:6.2f} | "
+            f"{r['zh']['rouge1']:6.2f} {r['zh']['rouge2']:6.2f} {r['zh']['rougeL']:6.2f} | "
+            f"{r['all']['rougeL']:6.2f} | {v.get('generate_s', 0):6.1f}"
+        )
     print(f"wrote {out}")
     return 0
 

@@ -40,8 +40,13 @@ app = FastAPI()
 
 @app.post("/internal/summarize")
 async def summarize(body: Hop) -> dict:
-    return {"id": body.request_id, "summary": "word " * 40, "model": "bench",
-            "usage": {"input_tokens": 150, "output_tokens": 48}, "timings": {"inference_ms": 1.0}}
+    return {
+        "id": body.request_id,
+        "summary": "word " * 40,
+        "model": "bench",
+        "usage": {"input_tokens": 150, "output_tokens": 48},
+        "timings": {"inference_ms": 1.0},
+    }
 
 
 def cpu_s() -> float:
@@ -72,23 +77,30 @@ async def amain(args) -> dict:
     from tqdm import tqdm
 
     url = f"http://127.0.0.1:{PORT}/internal/summarize"
-    body = {"text": ("The council approved the budget after a long debate. " * 12)[:600],
-            "max_summary_tokens": 48, "language": "auto", "request_id": "bench"}
+    body = {
+        "text": ("The council approved the budget after a long debate. " * 12)[:600],
+        "max_summary_tokens": 48,
+        "language": "auto",
+        "request_id": "bench",
+    }
     out = {"httpx": [], "aiohttp": []}
     async with httpx.AsyncClient() as hx, aiohttp.ClientSession() as ah:
         run = {"httpx": lambda n: block_httpx(hx, url, body, n), "aiohttp": lambda n: block_aiohttp(ah, url, body, n)}
         for name in run:  # warm up connections and code paths
             await run[name](50)
         for r in tqdm(range(args.rounds), desc="ABBA rounds", unit="round"):
-            for name in (("httpx", "aiohttp") if r % 2 == 0 else ("aiohttp", "httpx")):
+            for name in ("httpx", "aiohttp") if r % 2 == 0 else ("aiohttp", "httpx"):
                 out[name].append(await run[name](args.calls))
     res: dict = {"calls_per_block": args.calls, "rounds": args.rounds, "command": "make bench-http-client"}
     for name, blocks in out.items():
-        res[name] = {"client_cpu_ms_per_call": round(statistics.median(b[0] for b in blocks), 3),
-                     "wall_ms_per_call": round(statistics.median(b[1] for b in blocks), 3),
-                     "blocks": [[round(c, 3), round(w, 3)] for c, w in blocks]}
-    res["httpx_over_aiohttp_client_cpu"] = round(res["httpx"]["client_cpu_ms_per_call"]
-                                                 / res["aiohttp"]["client_cpu_ms_per_call"], 2)
+        res[name] = {
+            "client_cpu_ms_per_call": round(statistics.median(b[0] for b in blocks), 3),
+            "wall_ms_per_call": round(statistics.median(b[1] for b in blocks), 3),
+            "blocks": [[round(c, 3), round(w, 3)] for c, w in blocks],
+        }
+    res["httpx_over_aiohttp_client_cpu"] = round(
+        res["httpx"]["client_cpu_ms_per_call"] / res["aiohttp"]["client_cpu_ms_per_call"], 2
+    )
     res["httpx_over_aiohttp_wall"] = round(res["httpx"]["wall_ms_per_call"] / res["aiohttp"]["wall_ms_per_call"], 2)
     return res
 
@@ -111,8 +123,9 @@ def plot(res: dict, path: Path) -> None:
         ax.annotate(f"{wall[i]:.2f}", (i + 0.2, wall[i]), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(x), names)
     ax.set_ylabel("ms")
-    ax.set_title(f"One internal hop (POST ~600 chars), median of {res['rounds']} blocks × {res['calls_per_block']}",
-                 fontsize=9)
+    ax.set_title(
+        f"One internal hop (POST ~600 chars), median of {res['rounds']} blocks × {res['calls_per_block']}", fontsize=9
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -129,9 +142,22 @@ def main() -> int:
     from tests import procs
 
     log = Path(tempfile.mkdtemp(prefix="precis-http-client-")) / "server.log"
-    server = procs.Proc("bench-server", [sys.executable, "-m", "uvicorn", "bench.http_client_bench:app", "--port",
-                                         str(PORT), "--log-level", "warning", "--no-access-log"],
-                        {**os.environ, "PYTHONPATH": str(ROOT)}, log)
+    server = procs.Proc(
+        "bench-server",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.http_client_bench:app",
+            "--port",
+            str(PORT),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        {**os.environ, "PYTHONPATH": str(ROOT)},
+        log,
+    )
     try:
         procs.wait_until(lambda: procs.http_ok(f"http://127.0.0.1:{PORT}/docs"), 30, "bench server", server, 0.3)
         res = asyncio.run(amain(args))

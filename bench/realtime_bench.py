@@ -68,6 +68,7 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- prompts
 
+
 def make_prompts(chars: int) -> list[dict]:
     out = []
     for it in load_items():
@@ -91,13 +92,14 @@ def make_prompts(chars: int) -> list[dict]:
 
 # --------------------------------------------------------------------------- processes
 
+
 class Proc(procs.Proc):
     """tests.procs.Proc with its log in ``logdir`` and its CPU time at hand."""
 
     def __init__(self, name: str, argv: list[str], env: dict, logdir: Path) -> None:
         super().__init__(name, [str(a) for a in argv], env, logdir / f"{name}.log")
 
-    def stop(self) -> None:  # noqa: D102 - the llama.cpp server and Triton can take a while
+    def stop(self) -> None:
         super().stop(timeout=40)
 
     def cpu_s(self) -> float:
@@ -147,8 +149,11 @@ DEFAULT, NOBATCH, FP32 = OFFSET, OFFSET + 100, OFFSET + 200
 
 def start_triton(tmp: Path, name: str, repo: Path, offset: int = OFFSET, **env_extra: str) -> Proc:
     env = base_env(
-        PRECIS_TRITON_HTTP_PORT=str(8000 + offset), PRECIS_TRITON_GRPC_PORT=str(8001 + offset),
-        PRECIS_TRITON_METRICS_PORT=str(8002 + offset), PRECIS_TRITON_MODEL_REPOSITORY=str(repo), **env_extra,
+        PRECIS_TRITON_HTTP_PORT=str(8000 + offset),
+        PRECIS_TRITON_GRPC_PORT=str(8001 + offset),
+        PRECIS_TRITON_METRICS_PORT=str(8002 + offset),
+        PRECIS_TRITON_MODEL_REPOSITORY=str(repo),
+        **env_extra,
     )
     proc = Proc(name, ["bash", "scripts/triton.sh"], env, tmp)
     wait_http(f"http://127.0.0.1:{8000 + offset}/v2/health/ready", proc, 300)
@@ -160,18 +165,31 @@ def triton_client(offset: int) -> SummarizerClient:
 
 
 def start_services(tmp: Path) -> list[Proc]:
-    rt = Proc("realtime_svc", [PY, "-m", "realtime_svc"], base_env(
-        PRECIS_PORT=str(8081 + OFFSET), PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{8001 + OFFSET}"), tmp)
-    gw = Proc("gateway", [PY, "-m", "gateway"], base_env(
-        PRECIS_PORT=str(8080 + OFFSET), PRECIS_REALTIME_URL=f"http://127.0.0.1:{8081 + OFFSET}",
-        PRECIS_ASYNC_URL=f"http://127.0.0.1:{8082 + OFFSET}",
-        PRECIS_RATE_LIMIT_PER_MINUTE="1000000", PRECIS_RATE_LIMIT_BURST="100000"), tmp)
+    rt = Proc(
+        "realtime_svc",
+        [PY, "-m", "realtime_svc"],
+        base_env(PRECIS_PORT=str(8081 + OFFSET), PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{8001 + OFFSET}"),
+        tmp,
+    )
+    gw = Proc(
+        "gateway",
+        [PY, "-m", "gateway"],
+        base_env(
+            PRECIS_PORT=str(8080 + OFFSET),
+            PRECIS_REALTIME_URL=f"http://127.0.0.1:{8081 + OFFSET}",
+            PRECIS_ASYNC_URL=f"http://127.0.0.1:{8082 + OFFSET}",
+            PRECIS_RATE_LIMIT_PER_MINUTE="1000000",
+            PRECIS_RATE_LIMIT_BURST="100000",
+        ),
+        tmp,
+    )
     wait_http(f"http://127.0.0.1:{8081 + OFFSET}/readyz", rt, 60)
     wait_http(f"http://127.0.0.1:{8080 + OFFSET}/healthz", gw, 60)
     return [rt, gw]
 
 
 # --------------------------------------------------------------------------- load
+
 
 def stats(lat: list[float], wall: float, errors: int) -> dict:
     q = sorted(lat)
@@ -183,16 +201,21 @@ def stats(lat: list[float], wall: float, errors: int) -> dict:
         return q[k]
 
     return {
-        "requests": len(lat) + errors, "ok": len(lat), "errors": errors,
+        "requests": len(lat) + errors,
+        "ok": len(lat),
+        "errors": errors,
         "p50_ms": round(statistics.median(q) * 1000, 1) if q else None,
-        "p95_ms": round(pct(95) * 1000, 1), "p99_ms": round(pct(99) * 1000, 1),
+        "p95_ms": round(pct(95) * 1000, 1),
+        "p99_ms": round(pct(99) * 1000, 1),
         "mean_ms": round(statistics.fmean(q) * 1000, 1) if q else None,
-        "summaries_per_s": round(len(lat) / wall, 3), "wall_s": round(wall, 2),
+        "summaries_per_s": round(len(lat) / wall, 3),
+        "wall_s": round(wall, 2),
     }
 
 
-async def drive(call, prompts: list[dict], concurrency: int, n: int, desc: str,
-                start: int = 0) -> tuple[list[float], float, int]:
+async def drive(
+    call, prompts: list[dict], concurrency: int, n: int, desc: str, start: int = 0
+) -> tuple[list[float], float, int]:
     """Closed loop: ``concurrency`` clients send prompts ``start``.. until ``n`` requests are
     done; each client sends its next request when the previous one returns. -> (latencies,
     wall seconds, errors)."""
@@ -225,13 +248,16 @@ async def drive(call, prompts: list[dict], concurrency: int, n: int, desc: str,
 async def closed_loop(call, prompts: list[dict], concurrency: int, n: int, desc: str) -> dict:
     lat, wall, errors = await drive(call, prompts, concurrency, n, desc)
     st = stats(lat, wall, errors)
-    log(f"{desc}: p50 {st['p50_ms']} ms p95 {st['p95_ms']} ms p99 {st['p99_ms']} ms "
-        f"{st['summaries_per_s']} summaries/s errors {errors}")
+    log(
+        f"{desc}: p50 {st['p50_ms']} ms p95 {st['p95_ms']} ms p99 {st['p99_ms']} ms "
+        f"{st['summaries_per_s']} summaries/s errors {errors}"
+    )
     return st
 
 
-async def interleaved_blocks(arms: dict, prompts: list[dict], concurrency: int, per_block: int, rounds: int,
-                             desc: str) -> dict:
+async def interleaved_blocks(
+    arms: dict, prompts: list[dict], concurrency: int, per_block: int, rounds: int, desc: str
+) -> dict:
     """Each round runs one closed-loop block of ``per_block`` requests per arm, on the same
     prompts, in ABBA order (the order reverses every round); an arm's figures pool its blocks.
     On a VM whose speed drifted ~1.8x over an afternoon, phases minutes apart made ratios
@@ -241,8 +267,9 @@ async def interleaved_blocks(arms: dict, prompts: list[dict], concurrency: int, 
     bar = tqdm(total=rounds * len(names), desc=desc, unit="block", leave=False)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            lat, wall, err = await drive(arms[name], prompts, concurrency, per_block, f"{desc}: {name}",
-                                         start=r * per_block)
+            lat, wall, err = await drive(
+                arms[name], prompts, concurrency, per_block, f"{desc}: {name}", start=r * per_block
+            )
             pl, pw, pe = pooled[name]
             pooled[name] = (pl + lat, pw + wall, pe + err)
             bar.update(1)
@@ -279,6 +306,7 @@ async def interleaved_single(arms: dict, prompts: list[dict], rounds: int, desc:
 def direct_caller(client: SummarizerClient, max_tokens: int):
     async def call(p: dict) -> None:
         await client.summarize(p["text"], max_tokens, "auto", timeout_s=600, request_id="")
+
     return call
 
 
@@ -286,8 +314,9 @@ def direct_caller(client: SummarizerClient, max_tokens: int):
 # cost ~2 ms of client CPU on this machine (0.3 ms with aiohttp), which the overhead probe would
 # have charged to the gateway path.
 def http_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=3.0),
-                                 timeout=aiohttp.ClientTimeout(total=600))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=3.0), timeout=aiohttp.ClientTimeout(total=600)
+    )
 
 
 async def post_json(http: aiohttp.ClientSession, url: str, body: dict, headers: dict | None = None) -> None:
@@ -299,9 +328,13 @@ async def post_json(http: aiohttp.ClientSession, url: str, body: dict, headers: 
 
 def gateway_caller(http: aiohttp.ClientSession, max_tokens: int):
     async def call(p: dict) -> None:
-        await post_json(http, f"http://127.0.0.1:{8080 + OFFSET}/v1/summaries",
-                        {"text": p["text"], "mode": "realtime", "max_summary_tokens": max_tokens},
-                        {"Authorization": "Bearer precis-dev-key"})
+        await post_json(
+            http,
+            f"http://127.0.0.1:{8080 + OFFSET}/v1/summaries",
+            {"text": p["text"], "mode": "realtime", "max_summary_tokens": max_tokens},
+            {"Authorization": "Bearer precis-dev-key"},
+        )
+
     return call
 
 
@@ -310,14 +343,25 @@ def llamacpp_caller(http: aiohttp.ClientSession, max_tokens: int, port: int):
 
     async def call(p: dict) -> None:
         lang = detect_language(p["text"])
-        await post_json(http, f"http://127.0.0.1:{port}/v1/chat/completions", {
-            "messages": build_messages(p["text"], lang), "max_tokens": max_tokens, "temperature": 0.0,
-            "top_k": 1, "repeat_penalty": 1.0 if lang in CJK_LANGS else 1.1, "stream": False})
+        await post_json(
+            http,
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            {
+                "messages": build_messages(p["text"], lang),
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+                "top_k": 1,
+                "repeat_penalty": 1.0 if lang in CJK_LANGS else 1.1,
+                "stream": False,
+            },
+        )
+
     return call
 
 
-async def interleaved_probe(direct, gateway, prompts: list[dict], rounds: int, desc: str,
-                            hops: list[Proc] | None = None) -> dict:
+async def interleaved_probe(
+    direct, gateway, prompts: list[dict], rounds: int, desc: str, hops: list[Proc] | None = None
+) -> dict:
     """Alternate direct/gateway calls on the same prompt (ABBA order) at concurrency 1. With
     ``hops`` (realtime_svc, gateway), also the CPU time each of them spent per gateway request."""
     cpu0 = {h.name: h.cpu_s() for h in hops or []}
@@ -348,6 +392,7 @@ async def run_levels(call, prompts, name: str, levels=LEVELS, warm: int = 2) -> 
 
 
 # --------------------------------------------------------------------------- machine bounds
+
 
 def machine_bounds() -> dict:
     import numpy as np
@@ -381,6 +426,7 @@ def machine_bounds() -> dict:
 
 # --------------------------------------------------------------------------- main
 
+
 def ratio(a, b) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -391,8 +437,13 @@ async def amain(args) -> dict:
     prompts = make_prompts(args.prompt_chars)
     mt = args.max_tokens
     tmp = Path(tempfile.mkdtemp(prefix="precis-bench-"))
-    res: dict = {"max_tokens": mt, "prompt_chars": args.prompt_chars, "prompts": len(prompts),
-                 "requests_per_level": REQUESTS, "logs": str(tmp)}
+    res: dict = {
+        "max_tokens": mt,
+        "prompt_chars": args.prompt_chars,
+        "prompts": len(prompts),
+        "requests_per_level": REQUESTS,
+        "logs": str(tmp),
+    }
     log(f"{len(prompts)} prompts (eval-set openings, ~{args.prompt_chars} chars), max_tokens={mt}; logs in {tmp}")
     res["machine"] = machine_bounds()
     log(f"machine: {res['machine']}")
@@ -408,11 +459,40 @@ async def amain(args) -> dict:
     try:
         procs.append(start_triton(tmp, "triton-default", model_repo(tmp, True), DEFAULT))
         procs.append(start_triton(tmp, "triton-nobatch", model_repo(tmp, False), NOBATCH))
-        procs.append(start_triton(tmp, "triton-transformers-fp32", model_repo(tmp, True), FP32,
-                                  PRECIS_MODEL_ENGINE="transformers", PRECIS_MODEL_DTYPE="float32"))
-        srv = Proc("llamacpp-server", [PY, "-m", "llama_cpp.server", "--model", default_model_path(), "--host",
-                                       "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", threads,
-                                       "--n_threads_batch", threads, "--verbose", "False"], base_env(), tmp)
+        procs.append(
+            start_triton(
+                tmp,
+                "triton-transformers-fp32",
+                model_repo(tmp, True),
+                FP32,
+                PRECIS_MODEL_ENGINE="transformers",
+                PRECIS_MODEL_DTYPE="float32",
+            )
+        )
+        srv = Proc(
+            "llamacpp-server",
+            [
+                PY,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                default_model_path(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--n_threads",
+                threads,
+                "--n_threads_batch",
+                threads,
+                "--verbose",
+                "False",
+            ],
+            base_env(),
+            tmp,
+        )
         procs.append(srv)
         wait_http(f"http://127.0.0.1:{port}/v1/models", srv, 120)
         services = start_services(tmp)
@@ -433,23 +513,40 @@ async def amain(args) -> dict:
             phases.update(1)
             # gateway overhead: interleaved pairs, with the hops' CPU per request
             res["overhead_probe"] = await interleaved_probe(
-                direct, gateway, prompts, args.probe_rounds, f"overhead probe max_tokens={mt}", services)
+                direct, gateway, prompts, args.probe_rounds, f"overhead probe max_tokens={mt}", services
+            )
             res["overhead_probe_1_token"] = await interleaved_probe(
-                direct_caller(ours, 1), gateway_caller(http, 1), prompts, args.probe_rounds * 2,
-                "overhead probe max_tokens=1", services)
+                direct_caller(ours, 1),
+                gateway_caller(http, 1),
+                prompts,
+                args.probe_rounds * 2,
+                "overhead probe max_tokens=1",
+                services,
+            )
             phases.update(1)
             # (b) + (d) at concurrency 8, interleaved blocks: batching on vs off (direct), ours
             # end to end vs the llama.cpp server
             res["c8_interleaved"] = await interleaved_blocks(
-                {"batching_on": direct, "batching_off": direct_caller(nobatch, mt), "gateway": gateway,
-                 "llamacpp_server": llama},
-                prompts, 8, args.block_requests, args.block_rounds, "c=8 interleaved")
+                {
+                    "batching_on": direct,
+                    "batching_off": direct_caller(nobatch, mt),
+                    "gateway": gateway,
+                    "llamacpp_server": llama,
+                },
+                prompts,
+                8,
+                args.block_requests,
+                args.block_rounds,
+                "c=8 interleaved",
+            )
             phases.update(1)
             # (c) + (d) at concurrency 1, interleaved single requests
-            res["c1_vs_llamacpp"] = await interleaved_single({"gateway": gateway, "llamacpp_server": llama},
-                                                             prompts, args.single_rounds, "c=1 ours vs llama.cpp")
-            res["c1_vs_fp32"] = await interleaved_single({"fp32": direct_caller(fp32, mt), "ours": direct},
-                                                         prompts, args.single_rounds, "c=1 fp32 vs ours")
+            res["c1_vs_llamacpp"] = await interleaved_single(
+                {"gateway": gateway, "llamacpp_server": llama}, prompts, args.single_rounds, "c=1 ours vs llama.cpp"
+            )
+            res["c1_vs_fp32"] = await interleaved_single(
+                {"fp32": direct_caller(fp32, mt), "ours": direct}, prompts, args.single_rounds, "c=1 fp32 vs ours"
+            )
             phases.update(1)
     finally:
         for c in clients:
@@ -461,12 +558,15 @@ async def amain(args) -> dict:
     # ratios, each from measurements interleaved in time
     blocks = res["c8_interleaved"]
     res["direct_no_batching"] = {"8": blocks["batching_off"]}
-    res["batching_speedup_c8"] = ratio(blocks["batching_on"]["summaries_per_s"],
-                                       blocks["batching_off"]["summaries_per_s"])
-    res["vs_llamacpp_throughput_c8"] = ratio(blocks["gateway"]["summaries_per_s"],
-                                             blocks["llamacpp_server"]["summaries_per_s"])
-    res["vs_llamacpp_p50_c1"] = ratio(res["c1_vs_llamacpp"]["gateway"]["p50_ms"],
-                                      res["c1_vs_llamacpp"]["llamacpp_server"]["p50_ms"])
+    res["batching_speedup_c8"] = ratio(
+        blocks["batching_on"]["summaries_per_s"], blocks["batching_off"]["summaries_per_s"]
+    )
+    res["vs_llamacpp_throughput_c8"] = ratio(
+        blocks["gateway"]["summaries_per_s"], blocks["llamacpp_server"]["summaries_per_s"]
+    )
+    res["vs_llamacpp_p50_c1"] = ratio(
+        res["c1_vs_llamacpp"]["gateway"]["p50_ms"], res["c1_vs_llamacpp"]["llamacpp_server"]["p50_ms"]
+    )
     res["quantized_speedup_c1"] = ratio(res["c1_vs_fp32"]["fp32"]["p50_ms"], res["c1_vs_fp32"]["ours"]["p50_ms"])
     # the same ratios from the per-level runs (phases minutes apart), for reference
     g, d, ll = res["gateway"], res["direct"], res["llamacpp_server"]
@@ -493,7 +593,8 @@ async def amain(args) -> dict:
     res["targets"] = {
         "batching_speedup_c8 >= 2": (res["batching_speedup_c8"] or 0) >= 2,
         "quantized_speedup_c1 >= 1.5": (res["quantized_speedup_c1"] or 0) >= 1.5,
-        "quantized_rougeL_delta >= -1": res.get("quantized_rougeL_delta") is not None and res["quantized_rougeL_delta"] >= -1,
+        "quantized_rougeL_delta >= -1": res.get("quantized_rougeL_delta") is not None
+        and res["quantized_rougeL_delta"] >= -1,
         "vs_llamacpp_throughput_c8 >= 2": (res["vs_llamacpp_throughput_c8"] or 0) >= 2,
         "vs_llamacpp_p50_c1 <= 1.5": (res["vs_llamacpp_p50_c1"] or 99) <= 1.5,
         "gateway_overhead_p50_ms <= 5": res["gateway_overhead_p50_ms"] <= 5,
@@ -509,20 +610,26 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = [("gateway", "ours, end to end (gateway)", "o-"), ("direct", "ours, direct to Triton", "s--"),
-              ("llamacpp_server", "llama-cpp-python server", "^-")]
+    series = [
+        ("gateway", "ours, end to end (gateway)", "o-"),
+        ("direct", "ours, direct to Triton", "s--"),
+        ("llamacpp_server", "llama-cpp-python server", "^-"),
+    ]
     for key, label, style in series:
         cs = sorted(int(c) for c in res[key])
         ax1.plot(cs, [res[key][str(c)]["p50_ms"] for c in cs], style, label=f"{label} p50")
         ax1.plot(cs, [res[key][str(c)]["p95_ms"] for c in cs], style, alpha=0.35, label=f"{label} p95")
         ax2.plot(cs, [res[key][str(c)]["summaries_per_s"] for c in cs], style, label=label)
     # the interleaved c=8 blocks the ratios come from, beside the per-level points
-    arms = [("batching_on", "ours direct, batching on", "bD"), ("batching_off", "ours direct, batching off", "kx"),
-            ("gateway", "ours end to end", "o"), ("llamacpp_server", "llama.cpp server", "g^")]
+    arms = [
+        ("batching_on", "ours direct, batching on", "bD"),
+        ("batching_off", "ours direct, batching off", "kx"),
+        ("gateway", "ours end to end", "o"),
+        ("llamacpp_server", "llama.cpp server", "g^"),
+    ]
     for i, (key, label, style) in enumerate(arms):
         v = res["c8_interleaved"][key]["summaries_per_s"]
-        ax2.plot([8.6 + 0.25 * i], [v], style, markersize=8, markerfacecolor="none",
-                 label=f"{label} (interleaved c=8)")
+        ax2.plot([8.6 + 0.25 * i], [v], style, markersize=8, markerfacecolor="none", label=f"{label} (interleaved c=8)")
     for ax in (ax1, ax2):
         ax.set_xlabel("concurrency")
         ax.set_xticks(list(LEVELS))
@@ -547,8 +654,11 @@ def main() -> int:
     ap.add_argument("--block-rounds", type=int, default=4, help="rounds of interleaved c=8 blocks")
     ap.add_argument("--block-requests", type=int, default=16, help="requests per c=8 block")
     ap.add_argument("--single-rounds", type=int, default=16, help="rounds of interleaved c=1 requests")
-    ap.add_argument("--engine-variant", default="llamacpp-f16",
-                    help="bench/eval.py variant whose ROUGE-L stands for the engine under test")
+    ap.add_argument(
+        "--engine-variant",
+        default="llamacpp-f16",
+        help="bench/eval.py variant whose ROUGE-L stands for the engine under test",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "realtime.json"))
     ap.add_argument("--smoke", action="store_true", help="2 requests per level: check the harness, not the numbers")
     args = ap.parse_args()
@@ -566,9 +676,16 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     plot(res, out.with_suffix(".png"))
-    keys = ["batching_speedup_c8", "quantized_speedup_c1", "quantized_rougeL_delta", "vs_llamacpp_throughput_c8",
-            "vs_llamacpp_p50_c1", "gateway_overhead_p50_ms", "gateway_overhead_paired_median_ms",
-            "gateway_overhead_1_token_p50_ms"]
+    keys = [
+        "batching_speedup_c8",
+        "quantized_speedup_c1",
+        "quantized_rougeL_delta",
+        "vs_llamacpp_throughput_c8",
+        "vs_llamacpp_p50_c1",
+        "gateway_overhead_p50_ms",
+        "gateway_overhead_paired_median_ms",
+        "gateway_overhead_1_token_p50_ms",
+    ]
     print(json.dumps({k: res.get(k) for k in keys}, indent=2))
     print(json.dumps(res["targets"], indent=2))
     print(f"wrote {out} and {out.with_suffix('.png')} in {res['bench_wall_s']} s")

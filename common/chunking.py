@@ -16,9 +16,9 @@ from tokenizers import Tokenizer
 # A sentence ends after terminal punctuation (plus closing quotes/brackets) followed by whitespace,
 # or right after CJK terminal punctuation, or at a paragraph break.
 _SENTENCE_END = re.compile(
-    r"""(?<=[.!?])["'”’)\]]*\s+"""     # Latin: ". " / "?\" " ...
+    r"""(?<=[.!?])["'”’)\]]*\s+"""  # Latin: ". " / "?\" " ...
     r"""|(?<=[。！？；…])[」』”’）】]*"""  # CJK: no whitespace needed
-    r"""|\n\s*\n"""                   # paragraph break
+    r"""|\n\s*\n"""  # paragraph break
 )
 
 

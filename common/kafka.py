@@ -107,8 +107,12 @@ async def ensure_topics(s: CommonSettings, timeout_s: float = 60.0) -> None:
             try:
                 existing = set(await admin.list_topics())
                 missing = [
-                    NewTopic(t.name, num_partitions=t.partitions, replication_factor=s.kafka_replication_factor,
-                             topic_configs=t.config)
+                    NewTopic(
+                        t.name,
+                        num_partitions=t.partitions,
+                        replication_factor=s.kafka_replication_factor,
+                        topic_configs=t.config,
+                    )
                     for t in topic_specs(s)
                     if t.name not in existing
                 ]
@@ -130,7 +134,7 @@ async def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await c.start()
     try:
-        await c._client.force_metadata_update()  # noqa: SLF001 - partitions of a topic we don't subscribe to
+        await c._client.force_metadata_update()
         parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
         c.assign(parts)
         await c.seek_to_beginning(*parts)

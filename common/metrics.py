@@ -10,13 +10,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
 HTTP_LATENCY = Histogram(
-    "precis_http_request_duration_seconds", "HTTP request latency", ["service", "route", "method", "status"],
+    "precis_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "route", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
 HTTP_IN_FLIGHT = Gauge("precis_http_in_flight_requests", "HTTP requests being served", ["service"])
 OUTBOX_PUBLISHED = Counter("precis_outbox_published_total", "Outbox messages published to Kafka")
 INTAKE_BATCH = Histogram(
-    "precis_intake_commit_batch_jobs", "Jobs written per intake transaction (async_svc group commit)",
+    "precis_intake_commit_batch_jobs",
+    "Jobs written per intake transaction (async_svc group commit)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 OUTBOX_LAG = Gauge("precis_outbox_lag_seconds", "Age of the oldest outbox row in the last published batch")
@@ -27,11 +30,11 @@ class _HTTPMetrics:
     every request in a task group and memory streams, which showed up in py-spy profiles of the
     gateway hop; this one only wraps ``send`` to catch the status code."""
 
-    def __init__(self, app, service: str) -> None:  # noqa: ANN001
+    def __init__(self, app, service: str) -> None:
         self.app = app
         self.service = service
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -40,7 +43,7 @@ class _HTTPMetrics:
         in_flight = HTTP_IN_FLIGHT.labels(self.service)
         in_flight.inc()
 
-        async def send_wrapper(message) -> None:  # noqa: ANN001
+        async def send_wrapper(message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

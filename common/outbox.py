@@ -39,8 +39,15 @@ def enqueue(session: AsyncSession, topic: str, key: str, value: dict[str, Any]) 
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, producer: AIOKafkaProducer, *, poll_s: float = 0.5, batch: int = 200,
-                 claim_ttl_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        producer: AIOKafkaProducer,
+        *,
+        poll_s: float = 0.5,
+        batch: int = 200,
+        claim_ttl_s: float = 60.0,
+    ) -> None:
         self.db = db
         self.producer = producer
         self.poll_s = poll_s
@@ -81,10 +88,15 @@ class OutboxRelay:
 
     async def _claim(self) -> list:
         t = datetime.now(UTC)
-        free = select(OutboxMessage.id).where(
-            OutboxMessage.published_at.is_(None),
-            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < t),
-        ).order_by(OutboxMessage.id).limit(self.batch)
+        free = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.published_at.is_(None),
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < t),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(self.batch)
+        )
         if not self.db.is_sqlite:
             free = free.with_for_update(skip_locked=True)
         async with self.db.transaction() as s:
@@ -92,8 +104,13 @@ class OutboxRelay:
                 update(OutboxMessage)
                 .where(OutboxMessage.id.in_(free.scalar_subquery()))
                 .values(claimed_by=self.owner, claimed_until=t + self.claim_ttl)
-                .returning(OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.value,
-                           OutboxMessage.created_at)
+                .returning(
+                    OutboxMessage.id,
+                    OutboxMessage.topic,
+                    OutboxMessage.key,
+                    OutboxMessage.value,
+                    OutboxMessage.created_at,
+                )
                 .execution_options(synchronize_session=False)
             )
             return sorted(res.all(), key=lambda r: r.id)
@@ -103,6 +120,7 @@ class OutboxRelay:
         if not rows:
             OUTBOX_LAG.set(0)
             return 0
+
         # Send in id order (one producer, idempotent: per-partition order is kept) and wait for
         # every ack, bounded well inside the claim so no other relay takes these rows meanwhile.
         async def send_all() -> None:
@@ -135,8 +153,11 @@ class OutboxRelay:
             async with self.db.transaction() as s:
                 await s.execute(
                     update(OutboxMessage)
-                    .where(OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == self.owner,
-                           OutboxMessage.published_at.is_(None))
+                    .where(
+                        OutboxMessage.id.in_(ids),
+                        OutboxMessage.claimed_by == self.owner,
+                        OutboxMessage.published_at.is_(None),
+                    )
                     .values(claimed_until=None)
                     .execution_options(synchronize_session=False)
                 )

@@ -83,10 +83,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _loc(e), "message": str(e.get("msg", "")), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
+        errors = [{"field": _loc(e), "message": str(e.get("msg", "")), "type": e.get("type", "")} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         p = Problem(422, "validation-error", "Request body is not valid", detail, errors=errors)
         return problem_response(p, request.url.path)

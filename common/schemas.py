@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 # Public limits, named in every 4xx that enforces them.
-MAX_TEXT_BYTES = 10_000_000          # 10 MB of UTF-8 text per job (claim-check in the store)
+MAX_TEXT_BYTES = 10_000_000  # 10 MB of UTF-8 text per job (claim-check in the store)
 MAX_SUMMARY_TOKENS = 512
 DEFAULT_REALTIME_SUMMARY_TOKENS = 128
 DEFAULT_ASYNC_SUMMARY_TOKENS = 256
@@ -81,9 +81,14 @@ def text_size_problem(text: str, limit: int = MAX_TEXT_BYTES):
 
     size = len(text.encode("utf-8"))
     if size > limit:
-        return Problem(413, "text-too-large", "Text too large",
-                       f"text is {size} bytes; the limit is {limit} bytes of UTF-8 text",
-                       limit_bytes=limit, size_bytes=size)
+        return Problem(
+            413,
+            "text-too-large",
+            "Text too large",
+            f"text is {size} bytes; the limit is {limit} bytes of UTF-8 text",
+            limit_bytes=limit,
+            size_bytes=size,
+        )
     return None
 
 

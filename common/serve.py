@@ -27,7 +27,7 @@ def run_http(app: str, port: int, *, graceful_s: int = 20) -> None:
     # One process per pod; scale out with replicas (HPA), not workers, so metrics stay per process.
     uvicorn.run(
         app,
-        host="0.0.0.0",  # noqa: S104 - inside a pod / on loopback-only dev machines
+        host="0.0.0.0",
         port=port,
         log_config=None,
         access_log=False,
@@ -46,10 +46,17 @@ class _HealthServer(uvicorn.Server):
         yield
 
 
-def health_server(app, port: int) -> uvicorn.Server:  # noqa: ANN001
+def health_server(app, port: int) -> uvicorn.Server:
     """A uvicorn server for /healthz, /readyz, /metrics beside a consumer loop."""
-    config = uvicorn.Config(app, host="0.0.0.0", port=port, log_config=None, access_log=False,  # noqa: S104
-                            lifespan="off", timeout_keep_alive=KEEP_ALIVE_S)
+    config = uvicorn.Config(
+        app,
+        host="0.0.0.0",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     return _HealthServer(config)
 
 

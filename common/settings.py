@@ -62,7 +62,7 @@ class CommonSettings(BaseSettings):
         return self.env in ("local", "test")
 
     @model_validator(mode="after")
-    def _production_needs_real_backends(self) -> "CommonSettings":
+    def _production_needs_real_backends(self) -> CommonSettings:
         if not self.is_local and self.database_url.startswith("sqlite"):
             raise ValueError("PRECIS_DATABASE_URL must name a server database (PostgreSQL) outside local mode")
         return self

@@ -76,8 +76,12 @@ def _at_most_one_token_per_byte(tok: Tokenizer) -> bool:
 
     spec = json.loads(tok.to_str())
     pre = spec.get("pre_tokenizer") or {}
-    return (spec.get("normalizer") is None and (spec.get("model") or {}).get("type") == "BPE"
-            and pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space", True))
+    return (
+        spec.get("normalizer") is None
+        and (spec.get("model") or {}).get("type") == "BPE"
+        and pre.get("type") == "ByteLevel"
+        and not pre.get("add_prefix_space", True)
+    )
 
 
 class TokenCounter:

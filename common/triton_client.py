@@ -132,7 +132,11 @@ class SummarizerClient:
         client = self.client
         try:
             res = await client.infer(
-                self.model, inputs, outputs=outputs, client_timeout=timeout_s, request_id=request_id,
+                self.model,
+                inputs,
+                outputs=outputs,
+                client_timeout=timeout_s,
+                request_id=request_id,
                 # Server-side queue timeout too, so a request we stopped waiting for is dropped there.
                 timeout=int(timeout_s * 1_000_000),
             )

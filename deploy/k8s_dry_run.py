@@ -77,8 +77,9 @@ class Kube:
         self.env = {**os.environ, "KUBECONFIG": kubeconfig}
 
     def run(self, *args: str, stdin: str | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([self.kubectl, *args], input=stdin, capture_output=True, text=True,
-                              env=self.env, timeout=timeout)
+        return subprocess.run(
+            [self.kubectl, *args], input=stdin, capture_output=True, text=True, env=self.env, timeout=timeout
+        )
 
     def ok(self, *args: str, stdin: str | None = None, timeout: int = 120) -> str:
         p = self.run(*args, stdin=stdin, timeout=timeout)
@@ -88,8 +89,18 @@ class Kube:
 
     def dry_run(self, doc: dict, namespace: str | None) -> tuple[bool, str]:
         """Server-side apply, dry run, strict field validation. (accepted, message)."""
-        args = ["apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
-                "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-"]
+        args = [
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            f"--field-manager={FIELD_MANAGER}",
+            "--dry-run=server",
+            "--validate=strict",
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ]
         if namespace:
             args[0:0] = ["-n", namespace]
         p = self.run(*args, stdin=yaml.safe_dump(doc, sort_keys=False))
@@ -99,6 +110,7 @@ class Kube:
 
 
 # --- CRDs ------------------------------------------------------------------------------------
+
 
 def install_crds(kube: Kube, index_path: Path) -> tuple[dict, dict]:
     """Server-side apply every cached CRD, wait Established.
@@ -113,15 +125,18 @@ def install_crds(kube: Kube, index_path: Path) -> tuple[dict, dict]:
             for doc in load_all((d / f).read_text()):
                 if doc and doc.get("kind") == "CustomResourceDefinition":
                     crds[doc["metadata"]["name"]] = {
-                        "project": project, "version": entry["version"],
-                        "group": doc["spec"]["group"], "kind": doc["spec"]["names"]["kind"],
+                        "project": project,
+                        "version": entry["version"],
+                        "group": doc["spec"]["group"],
+                        "kind": doc["spec"]["names"]["kind"],
                         "served": [v["name"] for v in doc["spec"]["versions"] if v.get("served")],
                         "file": str(d / f),
                     }
         t0 = time.monotonic()
         # Server-side apply: no last-applied annotation (the Prometheus CRDs exceed its 256 KiB).
-        kube.ok("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
-                "-f", str(d), timeout=300)
+        kube.ok(
+            "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}", "-f", str(d), timeout=300
+        )
         log(f"CRDs {project} {entry['version']}: {len(entry['files'])} applied ({time.monotonic() - t0:.1f} s)")
     names = [f"crd/{n}" for n in crds]
     t0 = time.monotonic()
@@ -132,10 +147,24 @@ def install_crds(kube: Kube, index_path: Path) -> tuple[dict, dict]:
 
 # --- rendering --------------------------------------------------------------------------------
 
+
 def render(helm: str, profile_args: list[str], namespace: str, kube_version: str) -> list[dict]:
-    p = subprocess.run([helm, "template", RELEASE, str(CHART), "--namespace", namespace,
-                        "--kube-version", kube_version, *profile_args],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            helm,
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            kube_version,
+            *profile_args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if p.returncode != 0:
         raise RuntimeError(f"helm template failed ({p.returncode}):\n{p.stderr}")
     return load_all(p.stdout)
@@ -162,7 +191,7 @@ def namespaced_kinds(kube: Kube) -> dict[tuple[str, str], bool]:
 def ensure_namespace(kube: Kube, ns: str) -> bool:
     """Create the namespace (True) or reuse one left from an interrupted run (False)."""
     assert ns.startswith(NS_PREFIX), ns
-    for _ in range(120):    # one still Terminating (a previous run's cleanup): wait until it is gone
+    for _ in range(120):  # one still Terminating (a previous run's cleanup): wait until it is gone
         phase = kube.run("get", "namespace", ns, "-o", "jsonpath={.status.phase}").stdout.strip()
         if phase != "Terminating":
             break
@@ -194,13 +223,14 @@ def delete_namespaces(kube: Kube, namespaces: list[str]) -> str:
 
 # --- negative controls ------------------------------------------------------------------------
 
-UNKNOWN_FIELD = ("field not declared in schema", "unknown field")   # SSA / strict wording
+UNKNOWN_FIELD = ("field not declared in schema", "unknown field")  # SSA / strict wording
 WRONG_TYPE = ("expected", "must be of type", "invalid type")
 
 
 def negative_controls(docs_by_profile: dict[str, list[dict]]) -> list[tuple[str, tuple[str, ...], dict]]:
     """(label, accepted refusal reasons, broken object), built from rendered objects where
     possible (so they carry the chart's real labels and specs), else from a minimal object."""
+
     def first(kind: str, api_prefix: str) -> dict | None:
         for docs in docs_by_profile.values():
             for d in docs:
@@ -210,22 +240,31 @@ def negative_controls(docs_by_profile: dict[str, list[dict]]) -> list[tuple[str,
 
     out = []
     topic = first("KafkaTopic", "kafka.strimzi.io/") or {
-        "apiVersion": "kafka.strimzi.io/v1", "kind": "KafkaTopic",
-        "metadata": {"name": "x", "labels": {"strimzi.io/cluster": "x"}}, "spec": {"partitions": 1, "replicas": 1}}
+        "apiVersion": "kafka.strimzi.io/v1",
+        "kind": "KafkaTopic",
+        "metadata": {"name": "x", "labels": {"strimzi.io/cluster": "x"}},
+        "spec": {"partitions": 1, "replicas": 1},
+    }
     topic["metadata"]["name"] = "broken-topic-partitions"
     topic["spec"]["partitions"] = "many"
-    out.append(("KafkaTopic spec.partitions: \"many\"", WRONG_TYPE, topic))
+    out.append(('KafkaTopic spec.partitions: "many"', WRONG_TYPE, topic))
 
     so = first("ScaledObject", "keda.sh/") or {
-        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"},
-        "spec": {"scaleTargetRef": {"name": "x"}, "triggers": [{"type": "cpu", "metadata": {"value": "50"}}]}}
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "x"},
+        "spec": {"scaleTargetRef": {"name": "x"}, "triggers": [{"type": "cpu", "metadata": {"value": "50"}}]},
+    }
     so["metadata"]["name"] = "broken-scaledobject-unknown-field"
     so["spec"]["maxReplicaCountt"] = 10
     out.append(("ScaledObject unknown field spec.maxReplicaCountt (strict)", UNKNOWN_FIELD, so))
 
     sm = first("ServiceMonitor", "monitoring.coreos.com/") or {
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "x"},
-        "spec": {"selector": {}, "endpoints": [{"port": "http"}]}}
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x"},
+        "spec": {"selector": {}, "endpoints": [{"port": "http"}]},
+    }
     sm["metadata"]["name"] = "broken-servicemonitor-endpoints"
     sm["spec"]["endpoints"] = "http"
     out.append(("ServiceMonitor spec.endpoints: string, not a list", WRONG_TYPE, sm))
@@ -233,22 +272,28 @@ def negative_controls(docs_by_profile: dict[str, list[dict]]) -> list[tuple[str,
     kafka = first("Kafka", "kafka.strimzi.io/")
     if kafka is not None:
         kafka["metadata"]["name"] = "broken-kafka-v1beta2-field"
-        kafka["spec"].setdefault("kafka", {})["replicas"] = 3   # v1beta2-only (ZooKeeper era) field
+        kafka["spec"].setdefault("kafka", {})["replicas"] = 3  # v1beta2-only (ZooKeeper era) field
         out.append(("Kafka spec.kafka.replicas (removed in kafka.strimzi.io/v1, strict)", UNKNOWN_FIELD, kafka))
 
     dep = first("Deployment", "apps/") or {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
-            "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+        },
+    }
     dep["metadata"]["name"] = "broken-deployment-unknown-field"
     dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Never"
     out.append(("Deployment unknown container field imagePullPolicyy (strict)", UNKNOWN_FIELD, dep))
     for _, _, doc in out:
-        doc["metadata"].pop("namespace", None)   # sent into the negative controls' namespace
+        doc["metadata"].pop("namespace", None)  # sent into the negative controls' namespace
     return out
 
 
 # --- main -------------------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -292,11 +337,13 @@ def main() -> int:
     scope = namespaced_kinds(kube)
 
     results: dict = {
-        "server_version": ver, "kube_version_rendered": kube_version,
+        "server_version": ver,
+        "kube_version_rendered": kube_version,
         "crd_sources": {p: {"version": e["version"], "source": e["source"]} for p, e in index.items()},
         "crds_installed": {n: f"{c['project']}-{c['version']}" for n, c in sorted(crds.items())},
         "crds_kept_installed": True,
-        "profiles": {}, "negative_controls": [],
+        "profiles": {},
+        "negative_controls": [],
     }
     created_ns: list[str] = []
     docs_by_profile: dict[str, list[dict]] = {}
@@ -315,26 +362,43 @@ def main() -> int:
                 group = api.split("/")[0] if "/" in api else ""
                 namespaced = scope.get((api, doc.get("kind")), True)
                 ok, msg = kube.dry_run(doc, ns if namespaced else None)
-                return {"kind": doc.get("kind"), "apiVersion": api, "name": doc["metadata"]["name"],
-                        "ok": ok, "message": msg, "crd": (crd_by_gk.get((group, doc.get("kind"))) or (None,))[0]}
+                return {
+                    "kind": doc.get("kind"),
+                    "apiVersion": api,
+                    "name": doc["metadata"]["name"],
+                    "ok": ok,
+                    "message": msg,
+                    "crd": (crd_by_gk.get((group, doc.get("kind"))) or (None,))[0],
+                }
 
             with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
                 objs = list(pool.map(one, docs))
             refused = [o for o in objs if not o["ok"]]
-            used_crds = {o["crd"]: f"{crds[o['crd']]['project']}-{crds[o['crd']]['version']}"
-                         for o in objs if o["crd"]}
-            non_crd_cr = sorted({f"{o['apiVersion']} {o['kind']}" for o in objs
-                                 if not o["crd"] and "." in o["apiVersion"].split("/")[0]
-                                 and not o["apiVersion"].split("/")[0].endswith("k8s.io")})
+            used_crds = {o["crd"]: f"{crds[o['crd']]['project']}-{crds[o['crd']]['version']}" for o in objs if o["crd"]}
+            non_crd_cr = sorted(
+                {
+                    f"{o['apiVersion']} {o['kind']}"
+                    for o in objs
+                    if not o["crd"]
+                    and "." in o["apiVersion"].split("/")[0]
+                    and not o["apiVersion"].split("/")[0].endswith("k8s.io")
+                }
+            )
             results["profiles"][profile] = {
-                "namespace": ns, "objects": len(objs), "ok": len(objs) - len(refused),
-                "refused": len(refused), "crds": dict(sorted(used_crds.items())),
-                "seconds": round(time.monotonic() - t0, 1), "results": objs,
+                "namespace": ns,
+                "objects": len(objs),
+                "ok": len(objs) - len(refused),
+                "refused": len(refused),
+                "crds": dict(sorted(used_crds.items())),
+                "seconds": round(time.monotonic() - t0, 1),
+                "results": objs,
             }
             if non_crd_cr:
                 results["profiles"][profile]["custom_kinds_without_crd"] = non_crd_cr
-            log(f"profile {profile}: {len(objs)} objects, {len(objs) - len(refused)} ok, "
-                f"{len(refused)} refused ({time.monotonic() - t0:.1f} s)")
+            log(
+                f"profile {profile}: {len(objs)} objects, {len(objs) - len(refused)} ok, "
+                f"{len(refused)} refused ({time.monotonic() - t0:.1f} s)"
+            )
             for o in objs:
                 mark = "ok     " if o["ok"] else "REFUSED"
                 line = f"  {mark} {o['apiVersion']:32} {o['kind']}/{o['name']}"
@@ -349,7 +413,8 @@ def main() -> int:
             # Refused, and for the reason the broken field gives (not e.g. a namespace mismatch).
             passed = (not ok) and any(r.lower() in msg.lower() for r in reasons)
             results["negative_controls"].append(
-                {"case": label, "object": obj_id(doc), "refused": not ok, "passed": passed, "message": msg})
+                {"case": label, "object": obj_id(doc), "refused": not ok, "passed": passed, "message": msg}
+            )
             verdict = "refused (good)" if passed else ("REFUSED, other reason" if not ok else "ACCEPTED (bad)")
             print(f"  {verdict:21} {label}\n          {msg}")
             failed |= not passed
@@ -372,8 +437,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    log(f"{'PASS' if not failed else 'FAIL'} in {results['seconds']} s; JSON {out}; "
-        f"CRDs left installed ({len(crds)})")
+    log(f"{'PASS' if not failed else 'FAIL'} in {results['seconds']} s; JSON {out}; CRDs left installed ({len(crds)})")
     return 1 if failed else 0
 
 

@@ -114,7 +114,9 @@ def check(cond: bool, what: str) -> None:
     log(f"ok: {what}")
 
 
-def run(*cmd: str, timeout: float = 900, check_rc: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run(
+    *cmd: str, timeout: float = 900, check_rc: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
     if check_rc and proc.returncode != 0:
         raise Failed(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}")
@@ -168,11 +170,15 @@ class Cluster:
 
 
 def pod_ready(p) -> bool:
-    return p.status.phase == "Running" and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    return p.status.phase == "Running" and any(
+        c.type == "Ready" and c.status == "True" for c in p.status.conditions or []
+    )
 
 
 # ------------------------------------------------------------------------------------ HTTP
-def http(method: str, url: str, key: str | None = None, body: dict | None = None, timeout: float = 120) -> tuple[int, dict]:
+def http(
+    method: str, url: str, key: str | None = None, body: dict | None = None, timeout: float = 120
+) -> tuple[int, dict]:
     """One request on a new connection (urllib opens one per call): each goes through the
     Service's kube-proxy rules anew, as requests from many clients do."""
     headers = {"Accept": "application/json"}
@@ -241,7 +247,7 @@ class Load:
                     self.ok += 1
                     self.latencies.append(time.perf_counter() - t0)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self._threads:
             t.start()
         return self
@@ -269,22 +275,39 @@ def create_secret(c: Cluster, ns: str, api_key: str, pg_password: str, db_host: 
         "postgres-password": pg_password,
         "webhook-secret": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
     }
-    c.core.create_namespaced_secret(ns, {
-        "metadata": {"name": "precis-secrets"},
-        "stringData": data,
-    })
+    c.core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": "precis-secrets"},
+            "stringData": data,
+        },
+    )
 
 
 def install_cpu(c: Cluster, ns: str, image_args: list[str], res: dict) -> None:
     t0 = time.monotonic()
-    c.h("install", RELEASE, str(CHART), "-n", ns, "-f", str(CHART / "values-cpu.yaml"), *image_args,
-        "--wait", "--timeout", "20m", timeout=1500)
+    c.h(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        ns,
+        "-f",
+        str(CHART / "values-cpu.yaml"),
+        *image_args,
+        "--wait",
+        "--timeout",
+        "20m",
+        timeout=1500,
+    )
     res["install_to_ready_s"] = round(time.monotonic() - t0, 1)
     pods = [p for p in c.pods(ns, f"app.kubernetes.io/instance={RELEASE}") if p.status.phase != "Succeeded"]
     res["pods_total"] = len(pods)
     res["pods_ready"] = sum(pod_ready(p) for p in pods)
-    log(f"installed in {res['install_to_ready_s']} s: {res['pods_ready']}/{res['pods_total']} pods Ready: "
-        + ", ".join(sorted((p.metadata.labels or {}).get("app.kubernetes.io/component", "?") for p in pods)))
+    log(
+        f"installed in {res['install_to_ready_s']} s: {res['pods_ready']}/{res['pods_total']} pods Ready: "
+        + ", ".join(sorted((p.metadata.labels or {}).get("app.kubernetes.io/component", "?") for p in pods))
+    )
     check(res["pods_ready"] == res["pods_total"] > 0, "every pod of the release is Ready")
 
 
@@ -327,8 +350,7 @@ def wait_mails(sink: str, address: str, want: int, seconds: float = 120) -> int:
 
 
 def submit_async(gw: str, key: str, text: str, email: str) -> str:
-    status, out = http("POST", f"{gw}/v1/summaries", key,
-                       {"text": text, "mode": "async", "notify": {"email": email}})
+    status, out = http("POST", f"{gw}/v1/summaries", key, {"text": text, "mode": "async", "notify": {"email": email}})
     if status != 202:
         raise Failed(f"async submit: HTTP {status} {out}")
     return out["id"]
@@ -341,9 +363,15 @@ def worker_fault(c: Cluster, ns: str, gw: str, sink: str, key: str, res: dict) -
 
     def maybe_delete(out: dict) -> None:
         p = out.get("progress") or {}
-        if not deleted and out.get("status") == "running" and p.get("chunks_done", 0) >= 1 \
-                and p.get("chunks_done", 0) < p.get("chunks_total", 0):
-            pods = [x for x in c.pods(ns, "app.kubernetes.io/component=worker") if x.metadata.deletion_timestamp is None]
+        if (
+            not deleted
+            and out.get("status") == "running"
+            and p.get("chunks_done", 0) >= 1
+            and p.get("chunks_done", 0) < p.get("chunks_total", 0)
+        ):
+            pods = [
+                x for x in c.pods(ns, "app.kubernetes.io/component=worker") if x.metadata.deletion_timestamp is None
+            ]
             for x in pods:
                 c.core.delete_namespaced_pod(x.metadata.name, ns)
                 log(f"deleted worker pod {x.metadata.name} at {p}")
@@ -371,8 +399,20 @@ def rollouts_under_load(c: Cluster, ns: str, gw: str, key: str, res: dict) -> No
         windows["rollout restart"] = (t0, time.monotonic())
         time.sleep(5)
         t1 = time.monotonic()
-        c.h("upgrade", RELEASE, str(CHART), "-n", ns, "--reuse-values", "--set", "config.logLevel=DEBUG",
-            "--wait", "--timeout", "15m", timeout=1000)
+        c.h(
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "-n",
+            ns,
+            "--reuse-values",
+            "--set",
+            "config.logLevel=DEBUG",
+            "--wait",
+            "--timeout",
+            "15m",
+            timeout=1000,
+        )
         res["helm_upgrade_s"] = round(time.monotonic() - t1, 1)
         windows["helm upgrade"] = (t1, time.monotonic())
         time.sleep(5)
@@ -388,8 +428,11 @@ def rollouts_under_load(c: Cluster, ns: str, gw: str, key: str, res: dict) -> No
         res["realtime_p50_ms_during_rollouts"] = round(statistics.median(load.latencies) * 1000, 1)
     check(cm.data["PRECIS_LOG_LEVEL"] == "DEBUG", "helm upgrade changed the value")
     check(res["requests_during_rollouts"] >= 10, f"the load kept running ({res['requests_during_rollouts']} requests)")
-    check(not load.failures, f"zero failed requests during rollouts ({len(load.failures)} of "
-          f"{res['requests_during_rollouts']}: {load.failures[:3]})")
+    check(
+        not load.failures,
+        f"zero failed requests during rollouts ({len(load.failures)} of "
+        f"{res['requests_during_rollouts']}: {load.failures[:3]})",
+    )
 
 
 def uninstall(c: Cluster, ns: str, res: dict) -> None:
@@ -423,21 +466,39 @@ def gpu_placement(c: Cluster, ns: str, image_args: list[str], res: dict) -> None
         c.core.delete_persistent_volume(pv)
     except ApiException:
         pass
-    c.core.create_persistent_volume({
-        "metadata": {"name": pv},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
-                 "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": "/nonexistent/precis-models"},
-                 "claimRef": {"namespace": ns, "name": "precis-models"}}})
-    c.core.create_namespaced_persistent_volume_claim(ns, {
-        "metadata": {"name": "precis-models"},
-        "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": pv,
-                 "resources": {"requests": {"storage": "10Gi"}}}})
+    c.core.create_persistent_volume(
+        {
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": "/nonexistent/precis-models"},
+                "claimRef": {"namespace": ns, "name": "precis-models"},
+            },
+        }
+    )
+    c.core.create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": "precis-models"},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        },
+    )
     # The CPU services of this profile run on the one real node beside the CPU release: one
     # replica each and token requests, so the placement check never waits for CPU.
     small = []
     for svc in ("gateway", "realtime", "async", "notifier"):
-        small += ["--set", f"{svc}.autoscaling.minReplicas=1,{svc}.resources.requests.cpu=10m,"
-                           f"{svc}.resources.requests.memory=32Mi"]
+        small += [
+            "--set",
+            f"{svc}.autoscaling.minReplicas=1,{svc}.resources.requests.cpu=10m,{svc}.resources.requests.memory=32Mi",
+        ]
     crds = {"keda": "scaledobjects.keda.sh", "monitoring": "servicemonitors.monitoring.coreos.com"}
     have = {k: c.k("get", "crd", v, check_rc=False).returncode == 0 for k, v in crds.items()}
     toggles = []
@@ -446,9 +507,20 @@ def gpu_placement(c: Cluster, ns: str, image_args: list[str], res: dict) -> None
     if not have["monitoring"]:
         toggles += ["--set", "metrics.serviceMonitor.enabled=false"]
     res["gpu_profile_crds"] = have
-    c.h("install", RELEASE, str(CHART), "-n", ns, "-f", str(CHART / "values-gpu.yaml"), *image_args, *small,
-        *toggles, "--no-hooks",
-        timeout=300)
+    c.h(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        ns,
+        "-f",
+        str(CHART / "values-gpu.yaml"),
+        *image_args,
+        *small,
+        *toggles,
+        "--no-hooks",
+        timeout=300,
+    )
     from kubernetes import client
 
     hpas = client.AutoscalingV2Api(c.api)
@@ -462,13 +534,17 @@ def gpu_placement(c: Cluster, ns: str, image_args: list[str], res: dict) -> None
         for h in hpas.list_namespaced_horizontal_pod_autoscaler(ns).items:
             d = c.apps.read_namespaced_deployment(h.spec.scale_target_ref.name, ns)
             if (d.spec.replicas or 0) < h.spec.min_replicas:
-                problems.append(f"{d.metadata.name}: {d.spec.replicas} replicas, below its HPA minimum {h.spec.min_replicas}")
+                problems.append(
+                    f"{d.metadata.name}: {d.spec.replicas} replicas, below its HPA minimum {h.spec.min_replicas}"
+                )
         for p in c.pods(ns):
             comp = (p.metadata.labels or {}).get("app.kubernetes.io/component", "?")
             node = p.spec.node_name
             placed.setdefault(comp, set()).add(node)
             if p.status.phase == "Pending" and not node:
-                msg = " ".join(cond.message or "" for cond in p.status.conditions or [] if cond.reason == "Unschedulable")
+                msg = " ".join(
+                    cond.message or "" for cond in p.status.conditions or [] if cond.reason == "Unschedulable"
+                )
                 problems.append(f"{p.metadata.name} Pending: {msg[:200] or 'not scheduled yet'}")
         if placed.get("triton") != {"gpu-a100-0"}:
             problems.append(f"realtime Triton on {sorted(map(str, placed.get('triton', [])))}, not gpu-a100-0")
@@ -540,7 +616,10 @@ def main(argv: list[str] | None = None) -> int:
         res["realtime_statuses"] = statuses
         res["realtime_p50_ms_in_cluster"] = round(statistics.median(lat) * 1000, 1)
         res["realtime_model"] = out.get("model")
-        check(all(s == 200 for s in statuses), f"10 realtime summaries answer 200 (p50 {res['realtime_p50_ms_in_cluster']} ms)")
+        check(
+            all(s == 200 for s in statuses),
+            f"10 realtime summaries answer 200 (p50 {res['realtime_p50_ms_in_cluster']} ms)",
+        )
 
         phase = enter("async")
         email = f"e2e-{secrets.token_hex(3)}@example.com"
@@ -551,7 +630,10 @@ def main(argv: list[str] | None = None) -> int:
         res["async_job_status"] = state
         res["async_job_chunks"] = (out.get("progress") or {}).get("chunks_total")
         res["mails_for_job"] = wait_mails(sink, email, 1)
-        check(state == "succeeded" and (out.get("summary") or "").strip(), f"the async job succeeded in {res['async_job_s']} s")
+        check(
+            state == "succeeded" and (out.get("summary") or "").strip(),
+            f"the async job succeeded in {res['async_job_s']} s",
+        )
         check(res["mails_for_job"] == 1, f"exactly one mail in the sink for it (got {res['mails_for_job']})")
 
         phase = enter("worker pod deleted")

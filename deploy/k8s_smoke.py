@@ -115,7 +115,8 @@ def find_api_key(api, ns: str, release: str, explicit: str | None) -> str:
 
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     gw = apps.list_namespaced_deployment(
-        ns, label_selector=f"app.kubernetes.io/instance={release},app.kubernetes.io/component=gateway").items
+        ns, label_selector=f"app.kubernetes.io/instance={release},app.kubernetes.io/component=gateway"
+    ).items
     secret_name = None
     for c in gw[0].spec.template.spec.containers if gw else []:
         for e in c.env or []:
@@ -140,7 +141,8 @@ class Gateway:
         from kubernetes import client
 
         pods = client.CoreV1Api(self.api).list_namespaced_pod(
-            self.ns, label_selector=f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=gateway")
+            self.ns, label_selector=f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=gateway"
+        )
         for p in pods.items:
             if p.status.phase == "Running" and all(cs.ready for cs in p.status.container_statuses or []):
                 log(f"port-forwarding to pod {p.metadata.name}:8080")
@@ -157,8 +159,9 @@ class Gateway:
         from kubernetes import client
         from kubernetes.stream import portforward
 
-        pf = portforward(client.CoreV1Api(self.api).connect_get_namespaced_pod_portforward,
-                         self.pod, self.ns, ports="8080")
+        pf = portforward(
+            client.CoreV1Api(self.api).connect_get_namespaced_pod_portforward, self.pod, self.ns, ports="8080"
+        )
         sock = pf.socket(8080)
         sock.settimeout(timeout)
         conn = http.client.HTTPConnection("localhost", 8080, timeout=timeout)
@@ -227,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--namespace", default=os.environ.get("K8S_NAMESPACE", "precis"))
     ap.add_argument("--release", default=os.environ.get("K8S_RELEASE", "precis"))
     ap.add_argument("--timeout", type=float, default=900, help="seconds for rollouts + both summaries")
-    ap.add_argument("--gateway-url", default=os.environ.get("PRECIS_GATEWAY_URL"),
-                    help="e.g. https://precis.example.com (default: port-forward to a gateway pod)")
+    ap.add_argument(
+        "--gateway-url",
+        default=os.environ.get("PRECIS_GATEWAY_URL"),
+        help="e.g. https://precis.example.com (default: port-forward to a gateway pod)",
+    )
     ap.add_argument("--api-key", default=os.environ.get("PRECIS_SMOKE_API_KEY"))
     ap.add_argument("--require-cluster", action="store_true", default=os.environ.get("PRECIS_K8S_REQUIRE") == "1")
     args = ap.parse_args(argv)

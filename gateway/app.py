@@ -36,8 +36,9 @@ from gateway.ratelimit import TokenBucketLimiter
 log = logging.getLogger(__name__)
 
 ROUTED = Counter("precis_gateway_routed_total", "Requests routed by mode", ["mode", "reason"])
-UPSTREAM_RETRIES = Counter("precis_gateway_upstream_retries_total",
-                           "Realtime calls sent again after a connection died before any response")
+UPSTREAM_RETRIES = Counter(
+    "precis_gateway_upstream_retries_total", "Realtime calls sent again after a connection died before any response"
+)
 
 
 class State:
@@ -57,10 +58,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # aiohttp, not httpx, for the hops to realtime_svc and async_svc: every realtime request
     # pays this hop, and on this project's CPU box an httpx call cost 1.8 ms of client CPU
     # against 0.36 ms for aiohttp (same server, same body: `make bench-http-client`).
-    connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections,
-                                     keepalive_timeout=settings.upstream_keepalive_s)
-    http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30.0, connect=2.0),
-                                 auto_decompress=False)
+    connector = aiohttp.TCPConnector(
+        limit=settings.upstream_max_connections, keepalive_timeout=settings.upstream_keepalive_s
+    )
+    http = aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=30.0, connect=2.0), auto_decompress=False
+    )
     try:
         app.state.precis = State(settings, http, counter)
         yield
@@ -78,16 +81,28 @@ StateDep = Annotated[State, Depends(get_state)]
 
 async def tenant_of(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise Problem(401, "unauthorized", "Missing or invalid API key",
-                      "send 'Authorization: Bearer <api key>'", headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(
+            401,
+            "unauthorized",
+            "Missing or invalid API key",
+            "send 'Authorization: Bearer <api key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     tenant = state.keys.get(hash_key(authorization[7:].strip()))
     if tenant is None:
-        raise Problem(401, "unauthorized", "Missing or invalid API key", "the API key is not recognised",
-                      headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(
+            401,
+            "unauthorized",
+            "Missing or invalid API key",
+            "the API key is not recognised",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     wait = state.limiter.take(tenant)
     if wait > 0:
         raise Problem(
-            429, "rate-limited", "Too many requests",
+            429,
+            "rate-limited",
+            "Too many requests",
             f"tenant rate limit is {state.settings.rate_limit_per_minute} requests/minute "
             f"(burst {state.settings.rate_limit_burst})",
             headers={"Retry-After": str(max(1, int(wait + 0.999)))},
@@ -102,14 +117,24 @@ TenantDep = Annotated[str, Depends(tenant_of)]
 async def read_limited_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "request-too-large", "Request too large",
-                      f"request body is {declared} bytes; the limit is {limit} bytes", limit_bytes=limit)
+        raise Problem(
+            413,
+            "request-too-large",
+            "Request too large",
+            f"request body is {declared} bytes; the limit is {limit} bytes",
+            limit_bytes=limit,
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise Problem(413, "request-too-large", "Request too large",
-                          f"request body exceeds the limit of {limit} bytes", limit_bytes=limit)
+            raise Problem(
+                413,
+                "request-too-large",
+                "Request too large",
+                f"request body exceeds the limit of {limit} bytes",
+                limit_bytes=limit,
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -119,8 +144,13 @@ def _validation_problem(exc: ValidationError) -> Problem:
         {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_input=False)
     ]
-    return Problem(422, "validation-error", "Request body is not valid",
-                   "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+    return Problem(
+        422,
+        "validation-error",
+        "Request body is not valid",
+        "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+        errors=errors,
+    )
 
 
 @dataclass(frozen=True)
@@ -143,9 +173,16 @@ class UpstreamDown(Exception):
     pass
 
 
-async def call_upstream(http: aiohttp.ClientSession, method: str, url: str, *, timeout_s: float,
-                        payload: Any = None, headers: dict[str, str] | None = None,
-                        retry_disconnect: bool = False) -> Upstream:
+async def call_upstream(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    timeout_s: float,
+    payload: Any = None,
+    headers: dict[str, str] | None = None,
+    retry_disconnect: bool = False,
+) -> Upstream:
     """One call to an internal service. ``retry_disconnect`` (only for calls without side effects,
     like a realtime summary) sends the request once more, on a new connection, when the first
     connection died before any response: a pooled keep-alive connection to a pod that is shutting
@@ -157,8 +194,9 @@ async def call_upstream(http: aiohttp.ClientSession, method: str, url: str, *, t
         hdrs["Content-Type"] = "application/json"
     for attempt in (1, 2):
         try:
-            async with http.request(method, url, data=data, headers=hdrs,
-                                    timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)) as resp:
+            async with http.request(
+                method, url, data=data, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)
+            ) as resp:
                 return Upstream(resp.status, await resp.read(), resp.headers)
         except TimeoutError:  # aiohttp's timeouts are TimeoutError subclasses
             raise UpstreamTimeout(url) from None
@@ -179,8 +217,13 @@ def _forward(resp: Upstream) -> Response:
 
 
 def _upstream_down(name: str) -> Problem:
-    return Problem(503, "upstream-unavailable", "Service unavailable",
-                   f"the {name} service cannot be reached; retry shortly", headers={"Retry-After": "2"})
+    return Problem(
+        503,
+        "upstream-unavailable",
+        "Service unavailable",
+        f"the {name} service cannot be reached; retry shortly",
+        headers={"Retry-After": "2"},
+    )
 
 
 def status_url(state: State, request: Request, job_id: str) -> str:
@@ -221,8 +264,7 @@ def create_app() -> FastAPI:
         s = state.settings
         ctype = request.headers.get("content-type", "")
         if not ctype.split(";")[0].strip().lower() == "application/json":
-            raise Problem(415, "unsupported-media-type", "Unsupported media type",
-                          "send the body as application/json")
+            raise Problem(415, "unsupported-media-type", "Unsupported media type", "send the body as application/json")
         raw = await read_limited_body(request, s.max_request_bytes)
         try:
             body = SummaryRequest.model_validate_json(raw)
@@ -240,8 +282,12 @@ def create_app() -> FastAPI:
 
         if mode == Mode.realtime:
             if body.notify is not None:
-                raise Problem(422, "validation-error", "Request body is not valid",
-                              "notify: only async summaries send notifications")
+                raise Problem(
+                    422,
+                    "validation-error",
+                    "Request body is not valid",
+                    "notify: only async summaries send notifications",
+                )
             rid = str(uuid.uuid4())
             payload = {
                 "text": body.text,
@@ -250,11 +296,18 @@ def create_app() -> FastAPI:
                 "request_id": rid,
             }
             try:
-                resp = await call_upstream(state.http, "POST", f"{s.realtime_url}/internal/summarize",
-                                           payload=payload, timeout_s=s.realtime_timeout_s, retry_disconnect=True)
+                resp = await call_upstream(
+                    state.http,
+                    "POST",
+                    f"{s.realtime_url}/internal/summarize",
+                    payload=payload,
+                    timeout_s=s.realtime_timeout_s,
+                    retry_disconnect=True,
+                )
             except UpstreamTimeout:
-                raise Problem(504, "upstream-timeout", "Summarization timed out",
-                              f"no summary within {s.realtime_timeout_s:g} s") from None
+                raise Problem(
+                    504, "upstream-timeout", "Summarization timed out", f"no summary within {s.realtime_timeout_s:g} s"
+                ) from None
             except UpstreamDown:
                 raise _upstream_down("realtime") from None
             if resp.status != 200:
@@ -273,8 +326,14 @@ def create_app() -> FastAPI:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         try:
-            resp = await call_upstream(state.http, "POST", f"{s.async_url}/internal/jobs", payload=payload,
-                                       headers=headers, timeout_s=s.async_timeout_s)
+            resp = await call_upstream(
+                state.http,
+                "POST",
+                f"{s.async_url}/internal/jobs",
+                payload=payload,
+                headers=headers,
+                timeout_s=s.async_timeout_s,
+            )
         except (UpstreamTimeout, UpstreamDown):
             # Unknown outcome: the client retries with its Idempotency-Key (see README)
             raise _upstream_down("async") from None
@@ -294,8 +353,13 @@ def create_app() -> FastAPI:
         except ValueError:
             raise Problem(404, "not-found", "Not found", "no summary job with this id") from None
         try:
-            resp = await call_upstream(state.http, method, f"{state.settings.async_url}/internal/jobs/{job_id}",
-                                       headers={"X-Precis-Tenant": tenant}, timeout_s=state.settings.async_timeout_s)
+            resp = await call_upstream(
+                state.http,
+                method,
+                f"{state.settings.async_url}/internal/jobs/{job_id}",
+                headers={"X-Precis-Tenant": tenant},
+                timeout_s=state.settings.async_timeout_s,
+            )
         except (UpstreamTimeout, UpstreamDown):
             raise _upstream_down("async") from None
         if resp.status != 200:

@@ -39,7 +39,7 @@ class GatewaySettings(CommonSettings):
     upstream_max_connections: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
-    def _check_keys(self) -> "GatewaySettings":
+    def _check_keys(self) -> GatewaySettings:
         refuse_default_secret(self, "PRECIS_DEV_API_KEY", self.dev_api_key, DEFAULT_DEV_API_KEY)
         if not self.is_local and self.dev_api_key is not None and self.dev_api_key.get_secret_value():
             raise ValueError("PRECIS_DEV_API_KEY is for local mode only; configure PRECIS_API_KEYS (hashed)")

@@ -61,8 +61,9 @@ def sign_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def webhook_payload(event_type: str, job: dict[str, Any]) -> bytes:
     data = {k: job.get(k) for k in ("id", "status", "summary", "error", "finished_at")}
-    return json.dumps({"type": event_type, "timestamp": job.get("finished_at"), "data": data},
-                      separators=(",", ":"), default=str).encode()
+    return json.dumps(
+        {"type": event_type, "timestamp": job.get("finished_at"), "data": data}, separators=(",", ":"), default=str
+    ).encode()
 
 
 async def send_webhook(s: NotifierSettings, http: httpx.AsyncClient, url: str, event_id: str, body: bytes) -> None:

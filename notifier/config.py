@@ -27,7 +27,7 @@ class NotifierSettings(CommonSettings):
     public_base_url: str | None = None
 
     @model_validator(mode="after")
-    def _secrets(self) -> "NotifierSettings":
+    def _secrets(self) -> NotifierSettings:
         refuse_default_secret(self, "PRECIS_WEBHOOK_SECRET", self.webhook_secret, DEFAULT_WEBHOOK_SECRET)
         if not self.webhook_secret.get_secret_value().startswith("whsec_"):
             raise ValueError("PRECIS_WEBHOOK_SECRET must look like whsec_<base64> (Standard Webhooks)")

@@ -64,7 +64,9 @@ class Notifier:
         if job is None or not job.notify:
             return
         view = {
-            "id": job.id, "status": job.status, "summary": job.summary,
+            "id": job.id,
+            "status": job.status,
+            "summary": job.summary,
             "error": job.error_detail if job.status == "failed" else None,
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         }
@@ -101,8 +103,9 @@ class Notifier:
             log.info("%s sent for job %s (%s)", channel, job.id, ev.type)
 
     async def run(self) -> None:
-        consumer = kafka.make_consumer(self.s, kafka.EVENTS, group_id=self.s.group_id, client_id="notifier",
-                                       max_poll_records=50)
+        consumer = kafka.make_consumer(
+            self.s, kafka.EVENTS, group_id=self.s.group_id, client_id="notifier", max_poll_records=50
+        )
         await consumer.start()
         self.running = True
         try:

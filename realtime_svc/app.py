@@ -59,9 +59,11 @@ StateDep = Annotated[State, Depends(get_state)]
 
 def _unavailable(settings: RealtimeSettings, kind: str, detail: str) -> Problem:
     return Problem(
-        503, "model-overloaded" if kind == "overloaded" else "model-unavailable",
+        503,
+        "model-overloaded" if kind == "overloaded" else "model-unavailable",
         "Summarization model overloaded" if kind == "overloaded" else "Summarization model unavailable",
-        detail, headers={"Retry-After": str(settings.retry_after_s)},
+        detail,
+        headers={"Retry-After": str(settings.retry_after_s)},
     )
 
 
@@ -80,21 +82,29 @@ def create_app() -> FastAPI:
         if n is not None:
             ERRORS.labels("too_long").inc()
             raise Problem(
-                413, "text-too-long-for-realtime", "Text too long for realtime",
+                413,
+                "text-too-long-for-realtime",
+                "Text too long for realtime",
                 f"text has {n} tokens; realtime accepts at most {s.realtime_max_input_tokens} tokens. "
                 "Send it with mode=async (or mode=auto) instead.",
-                limit_tokens=s.realtime_max_input_tokens, input_tokens=n,
+                limit_tokens=s.realtime_max_input_tokens,
+                input_tokens=n,
             )
         if state.in_flight >= s.realtime_max_in_flight:
             ERRORS.labels("shed").inc()
-            raise _unavailable(s, "overloaded", f"more than {s.realtime_max_in_flight} summaries in flight; retry shortly")
+            raise _unavailable(
+                s, "overloaded", f"more than {s.realtime_max_in_flight} summaries in flight; retry shortly"
+            )
         state.in_flight += 1
         IN_FLIGHT.inc()
         t1 = time.perf_counter()
         try:
             try:
                 res = await state.triton.summarize(
-                    body.text, body.max_summary_tokens, body.language, timeout_s=s.realtime_deadline_s,
+                    body.text,
+                    body.max_summary_tokens,
+                    body.language,
+                    timeout_s=s.realtime_deadline_s,
                     request_id=body.request_id,
                 )
             except TritonFailure as f:
@@ -110,16 +120,26 @@ def create_app() -> FastAPI:
                 await asyncio.sleep(0.2)
                 left -= 0.2
                 res = await state.triton.summarize(
-                    body.text, body.max_summary_tokens, body.language, timeout_s=left, request_id=body.request_id,
+                    body.text,
+                    body.max_summary_tokens,
+                    body.language,
+                    timeout_s=left,
+                    request_id=body.request_id,
                 )
         except TritonFailure as f:
             ERRORS.labels(f.kind).inc()
             log.warning("triton %s: %s", f.kind, f)
             if f.kind in ("unavailable", "overloaded"):
-                raise _unavailable(s, f.kind, "the summarization model cannot take this request now; retry shortly") from None
+                raise _unavailable(
+                    s, f.kind, "the summarization model cannot take this request now; retry shortly"
+                ) from None
             if f.kind == "deadline":
-                raise Problem(504, "model-deadline", "Summarization timed out",
-                              f"no summary within the {s.realtime_deadline_s:g} s deadline") from None
+                raise Problem(
+                    504,
+                    "model-deadline",
+                    "Summarization timed out",
+                    f"no summary within the {s.realtime_deadline_s:g} s deadline",
+                ) from None
             if f.kind == "invalid":
                 raise Problem(422, "invalid-model-input", "Model rejected the input", str(f)) from None
             raise Problem(502, "model-error", "Summarization failed", "the model failed on this request") from None

@@ -21,7 +21,7 @@ import os
 import signal
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -34,7 +34,7 @@ class EmlWriter:
         self.outdir = outdir
         outdir.mkdir(parents=True, exist_ok=True)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
         data = envelope.original_content or envelope.content
         raw = data if isinstance(data, bytes) else str(data).encode()
@@ -57,11 +57,11 @@ class MailIndex:
         for path in sorted(outdir.glob("*.eml")):
             hdr = _headers(path.read_bytes())
             rcpts = [a.strip() for a in str(hdr.get("To", "")).split(",") if a.strip()]
-            received = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            received = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             self.mails.append(_record(path.name, hdr, str(hdr.get("From", "")), rcpts, received))
 
     def add(self, name: str, raw: bytes, mail_from: str | None, rcpts: list[str]) -> None:
-        self.mails.append(_record(name, _headers(raw), mail_from or "", rcpts, datetime.now(timezone.utc)))
+        self.mails.append(_record(name, _headers(raw), mail_from or "", rcpts, datetime.now(UTC)))
 
     def clear(self) -> int:
         n = len(self.mails)
@@ -76,9 +76,14 @@ def _headers(raw: bytes):
 
 
 def _record(name: str, hdr, mail_from: str, rcpts: list[str], received: datetime) -> dict:
-    return {"id": name.removesuffix(".eml"), "from": mail_from, "to": rcpts,
-            "subject": str(hdr.get("Subject", "")), "message_id": str(hdr.get("Message-ID", "")),
-            "received_at": received.isoformat().replace("+00:00", "Z")}
+    return {
+        "id": name.removesuffix(".eml"),
+        "from": mail_from,
+        "to": rcpts,
+        "subject": str(hdr.get("Subject", "")),
+        "message_id": str(hdr.get("Message-ID", "")),
+        "received_at": received.isoformat().replace("+00:00", "Z"),
+    }
 
 
 async def serve_http(index: MailIndex, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -98,10 +103,13 @@ async def serve_http(index: MailIndex, reader: asyncio.StreamReader, writer: asy
         else:
             status, body = "404 Not Found", {"error": "not found"}
         data = json.dumps(body).encode()
-        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                     "Connection: close\r\n\r\n".encode() + (data if method != "HEAD" else b""))
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + (data if method != "HEAD" else b"")
+        )
         await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError, ConnectionError):
+    except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
         pass
     finally:
         writer.close()

@@ -16,7 +16,6 @@ from sqlalchemy import text
 
 from common.migrate import upgrade
 from common.store import Database
-
 from tests.procs import ROOT, Proc, port_open, stack_env, wait_until
 
 KAFKA_OFFSET = 21000  # kafka on 30092, controller 30093
@@ -77,15 +76,37 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres system user
         shutil.chown(data, "postgres", "postgres")
         user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*user, str(pg / "initdb"), "-D", str(data), "-U", "precis", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    proc = subprocess.Popen([*user, str(pg / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
-                             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    subprocess.run(
+        [*user, str(pg / "initdb"), "-D", str(data), "-U", "precis", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [
+            *user,
+            str(pg / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: port_open(port), 60, "postgres")
-        subprocess.run([*user, str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "precis", "precis"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*user, str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "precis", "precis"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+asyncpg://precis@127.0.0.1:{port}/precis"
     finally:
         proc.terminate()

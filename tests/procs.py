@@ -52,9 +52,10 @@ class Proc:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name = name
         self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        self._log = open(log, "ab")
+        self.p = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -87,8 +88,9 @@ class Proc:
         self.p.wait(10)
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None,
-               interval: float = 0.5) -> None:
+def wait_until(
+    pred: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None, interval: float = 0.5
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -111,8 +113,13 @@ def start_triton(env: dict[str, str], log: Path, http_port: int, timeout: float)
     answers. If it does not, the server is stopped and RuntimeError carries its log tail."""
     proc = Proc("triton", ["bash", "scripts/triton.sh"], env, log)
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), timeout,
-                   "Triton /v2/health/ready", proc, interval=1.0)
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"),
+            timeout,
+            "Triton /v2/health/ready",
+            proc,
+            interval=1.0,
+        )
     except (TimeoutError, RuntimeError) as exc:
         tail = proc.tail(80)
         proc.stop(timeout=40)

@@ -26,7 +26,7 @@ class TcpProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("proxy did not start")
@@ -47,8 +47,7 @@ class TcpProxy:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, self.host, self.listen_port))
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.listen_port))
         self._ready.set()
         self._loop.run_forever()
 

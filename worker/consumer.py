@@ -24,8 +24,8 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from common.aio import gather_or_cancel
 from common import kafka
+from common.aio import gather_or_cancel
 from common.metrics import LATENCY_BUCKETS
 from common.schemas import JobMessage, JobStatus
 from common.store import Database
@@ -38,24 +38,25 @@ from worker.mapreduce import ModelCaller, summarize_document
 log = logging.getLogger(__name__)
 
 JOBS_DONE = Counter("precis_worker_jobs_total", "Jobs finished by this worker, by outcome", ["outcome"])
-JOB_SECONDS = Histogram("precis_worker_job_duration_seconds", "Job run time", ["outcome"],
-                        buckets=LATENCY_BUCKETS + (300, 600, 1200, 2400))
+JOB_SECONDS = Histogram(
+    "precis_worker_job_duration_seconds", "Job run time", ["outcome"], buckets=LATENCY_BUCKETS + (300, 600, 1200, 2400)
+)
 ACTIVE = Gauge("precis_worker_active_jobs", "Jobs running in this worker")
 RETRIES = Counter("precis_worker_retries_total", "Jobs sent to the retry topic")
 
 
 class Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
-    async def on_partitions_revoked(self, revoked) -> None:  # noqa: ANN001
+    async def on_partitions_revoked(self, revoked) -> None:
         # Stop jobs of partitions we lose; their leases are released so the new owner starts at
         # once, from the checkpoints. Offsets of unfinished messages stay uncommitted.
         if revoked:
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
         await self.worker.abandon([tp for tp in revoked if tp in self.worker.tasks])
 
-    async def on_partitions_assigned(self, assigned) -> None:  # noqa: ANN001
+    async def on_partitions_assigned(self, assigned) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
@@ -121,10 +122,16 @@ class Worker:
         outcome = "succeeded"
         try:
             summary, total = await summarize_document(
-                job_id=job_id, document=job.document, language=job.params.get("language", "auto"),
-                final_tokens=int(job.params.get("max_summary_tokens", 256)), store=self.store, model=self.model,
-                counter=self.counter, chunk_tokens=self.s.chunk_tokens,
-                chunk_summary_tokens=self.s.chunk_summary_tokens, is_cancelled=is_cancelled,
+                job_id=job_id,
+                document=job.document,
+                language=job.params.get("language", "auto"),
+                final_tokens=int(job.params.get("max_summary_tokens", 256)),
+                store=self.store,
+                model=self.model,
+                counter=self.counter,
+                chunk_tokens=self.s.chunk_tokens,
+                chunk_summary_tokens=self.s.chunk_summary_tokens,
+                is_cancelled=is_cancelled,
             )
             if not await self.store.succeed(job_id, summary, total):
                 # Cancelled at the very end, or the lease moved on: settle what the store says.
@@ -142,7 +149,7 @@ class Worker:
         except asyncio.CancelledError:
             await asyncio.shield(self.store.release(job_id))
             raise
-        except Exception as e:  # noqa: BLE001 - any other error is retried, then failed
+        except Exception as e:
             log.exception("job %s failed", job_id)
             outcome = await self._failed(msg, job.attempts, f"{type(e).__name__}: {e}", permanent=False)
         finally:
@@ -249,9 +256,13 @@ class Worker:
 
     async def run(self) -> None:
         self.consumer = kafka.make_consumer(
-            self.s, group_id=self.s.group_id, client_id=f"worker-{self.owner}",
-            session_timeout_ms=self.s.session_timeout_ms, heartbeat_interval_ms=self.s.session_timeout_ms // 5,
-            max_poll_interval_ms=self.s.max_poll_interval_ms, max_poll_records=self.s.max_poll_records,
+            self.s,
+            group_id=self.s.group_id,
+            client_id=f"worker-{self.owner}",
+            session_timeout_ms=self.s.session_timeout_ms,
+            heartbeat_interval_ms=self.s.session_timeout_ms // 5,
+            max_poll_interval_ms=self.s.max_poll_interval_ms,
+            max_poll_records=self.s.max_poll_records,
         )
         self.consumer.subscribe([kafka.JOBS, kafka.JOBS_RETRY], listener=Rebalance(self))
         await self.consumer.start()
@@ -264,7 +275,9 @@ class Worker:
                     if not records:
                         continue
                     self.consumer.pause(tp)
-                    task = asyncio.create_task(self._partition(tp, records), name=f"partition-{tp.topic}-{tp.partition}")
+                    task = asyncio.create_task(
+                        self._partition(tp, records), name=f"partition-{tp.topic}-{tp.partition}"
+                    )
                     self.tasks[tp] = task
                     task.add_done_callback(lambda t, tp=tp: self._done(tp, t))
             await self._drain()

@@ -53,14 +53,15 @@ class JobStore:
                     ),
                 )
                 .values(
-                    status=RUNNING, lease_owner=self.owner, lease_expires_at=t + self.ttl,
-                    attempts=Job.attempts + 1, updated_at=t,
+                    status=RUNNING,
+                    lease_owner=self.owner,
+                    lease_expires_at=t + self.ttl,
+                    attempts=Job.attempts + 1,
+                    updated_at=t,
                 )
             )
             if res.rowcount == 1:
-                await s.execute(
-                    update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=t)
-                )
+                await s.execute(update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=t))
                 return True
         return False
 
@@ -89,15 +90,18 @@ class JobStore:
     async def set_total(self, job_id: str, total: int, done: int) -> None:
         async with self.db.transaction() as s:
             await s.execute(
-                update(Job).where(Job.id == job_id, Job.lease_owner == self.owner)
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == self.owner)
                 .values(chunks_total=total, chunks_done=done, updated_at=now())
             )
 
     async def checkpoints(self, job_id: str, level: int) -> dict[int, tuple[str, str]]:
         async with self.db.session() as s:
             rows = (
-                await s.execute(select(ChunkResult).where(ChunkResult.job_id == job_id, ChunkResult.level == level))
-            ).scalars().all()
+                (await s.execute(select(ChunkResult).where(ChunkResult.job_id == job_id, ChunkResult.level == level)))
+                .scalars()
+                .all()
+            )
             return {r.idx: (r.input_sha256, r.summary) for r in rows}
 
     async def save_chunk(self, job_id: str, level: int, idx: int, input_sha: str, summary: str) -> str:
@@ -125,7 +129,9 @@ class JobStore:
             if owner_only:
                 cond.append(Job.lease_owner == self.owner)
             res = await s.execute(
-                update(Job).where(*cond).values(
+                update(Job)
+                .where(*cond)
+                .values(
                     status=status.value, finished_at=t, updated_at=t, lease_owner=None, lease_expires_at=None, **values
                 )
             )
@@ -137,8 +143,15 @@ class JobStore:
 
     async def succeed(self, job_id: str, summary: str, chunks_total: int) -> bool:
         return await self._finish(
-            job_id, JobStatus.succeeded, [RUNNING], True, summary=summary, chunks_done=chunks_total,
-            chunks_total=chunks_total, error_type=None, error_detail=None,
+            job_id,
+            JobStatus.succeeded,
+            [RUNNING],
+            True,
+            summary=summary,
+            chunks_done=chunks_total,
+            chunks_total=chunks_total,
+            error_type=None,
+            error_detail=None,
         )
 
     async def cancel(self, job_id: str) -> bool:
@@ -152,8 +165,13 @@ class JobStore:
                 update(Job)
                 .where(Job.id == job_id, Job.status.in_([RUNNING, JobStatus.queued.value]))
                 .values(
-                    status=JobStatus.failed.value, finished_at=t, updated_at=t, lease_owner=None,
-                    lease_expires_at=None, error_type=error_type, error_detail=detail[:2000],
+                    status=JobStatus.failed.value,
+                    finished_at=t,
+                    updated_at=t,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    error_type=error_type,
+                    error_detail=detail[:2000],
                 )
             )
             if res.rowcount != 1:
@@ -172,14 +190,23 @@ class JobStore:
             res = await s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.lease_owner == self.owner, Job.status == RUNNING)
-                .values(status=JobStatus.queued.value, lease_owner=None, lease_expires_at=None,
-                        error_detail=f"retrying: {error[:1000]}", updated_at=t)
+                .values(
+                    status=JobStatus.queued.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    error_detail=f"retrying: {error[:1000]}",
+                    updated_at=t,
+                )
             )
             if res.rowcount != 1:
                 return False
-            retry = msg.model_copy(update={
-                "attempt": msg.attempt + 1, "last_error": error[:2000], "enqueued_at": t,
-                "not_before": t + timedelta(seconds=delay_s),
-            })
+            retry = msg.model_copy(
+                update={
+                    "attempt": msg.attempt + 1,
+                    "last_error": error[:2000],
+                    "enqueued_at": t,
+                    "not_before": t + timedelta(seconds=delay_s),
+                }
+            )
             enqueue(s, kafka.JOBS_RETRY, job_id, retry.model_dump(mode="json"))
             return True

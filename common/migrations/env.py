@@ -14,7 +14,7 @@ target_metadata = Base.metadata
 MIGRATION_LOCK_ID = 0x70726563  # "prec": any constant every migrating process agrees on
 
 
-def _do_run(connection) -> None:  # noqa: ANN001
+def _do_run(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

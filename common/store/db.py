@@ -11,7 +11,7 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # WAL lets readers run beside the single writer; busy_timeout makes concurrent writers from
     # several local processes (async_svc, worker, notifier) wait instead of failing. FULL syncs the
     # WAL at every commit, so a 202 (job committed) survives a power cut too, not only a crash;

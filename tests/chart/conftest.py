@@ -27,10 +27,14 @@ PROFILES: dict[str, list[str]] = {
     "cpu": ["-f", str(CHART / "values-cpu.yaml")],
     "gpu": ["-f", str(CHART / "values-gpu.yaml")],
     "gpu-alt": [
-        "-f", str(CHART / "values-gpu.yaml"),
-        "--set", "kafka.mode=strimzi,kafka.securityProtocol=PLAINTEXT,kafka.saslMechanism=",
-        "--set", "worker.autoscaling.keda.enabled=false,triton.realtime.autoscaling.enabled=false",
-        "--set", "metrics.serviceMonitor.enabled=false,triton.modelStorage.existingClaim=",
+        "-f",
+        str(CHART / "values-gpu.yaml"),
+        "--set",
+        "kafka.mode=strimzi,kafka.securityProtocol=PLAINTEXT,kafka.saslMechanism=",
+        "--set",
+        "worker.autoscaling.keda.enabled=false,triton.realtime.autoscaling.enabled=false",
+        "--set",
+        "metrics.serviceMonitor.enabled=false,triton.modelStorage.existingClaim=",
     ],
 }
 
@@ -55,7 +59,10 @@ def _ensure_helm() -> tuple[str | None, str]:
         return None, "helm is not built and Go is not installed (needed by scripts/install_helm.sh)"
     proc = subprocess.run(
         ["bash", str(REPO / "scripts" / "install_helm.sh")],
-        env={**os.environ, "PRECIS_CACHE": str(CACHE)}, capture_output=True, text=True, timeout=1500,
+        env={**os.environ, "PRECIS_CACHE": str(CACHE)},
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
     if proc.returncode != 0 or not (CACHE / "bin" / "helm").is_file():
         return None, f"could not build helm (scripts/install_helm.sh rc={proc.returncode}): {proc.stderr[-800:]}"
@@ -108,8 +115,9 @@ class Rendered:
 
 
 def template(helm: str, *args: str, kube_version: str = "1.33.0") -> Rendered:
-    proc = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                    "--kube-version", kube_version, *args)
+    proc = run_helm(
+        helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", kube_version, *args
+    )
     return Rendered(proc.stdout)
 
 

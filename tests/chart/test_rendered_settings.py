@@ -99,7 +99,9 @@ def test_every_service_accepts_its_rendered_env(render, profile, monkeypatch):
         try:
             build(module, env, monkeypatch)
         except ValidationError as exc:
-            pytest.fail(f"{profile}: {owner['kind']}/{owner['metadata']['name']} ({module}) refuses its rendered env:\n{exc}")
+            pytest.fail(
+                f"{profile}: {owner['kind']}/{owner['metadata']['name']} ({module}) refuses its rendered env:\n{exc}"
+            )
         seen.add(module)
     assert {"gateway", "realtime_svc", "async_svc", "worker", "notifier"} <= seen
 
@@ -131,19 +133,25 @@ def test_every_triton_accepts_its_rendered_model_env(render, profile, monkeypatc
 def test_the_old_document_limit_is_refused(helm):
     """The guard above is real: the 10 MiB default the chart once shipped is refused (by the
     schema now, and by async_svc at start-up had it got through)."""
-    from .conftest import run_helm, CHART
+    from .conftest import CHART, run_helm
 
     proc = run_helm(helm, "template", "rel", str(CHART), "--set", "config.maxDocumentBytes=10485760", check=False)
     assert proc.returncode != 0 and "maxDocumentBytes" in proc.stderr
 
 
-@pytest.mark.parametrize("bad, message", [
-    (["--set", "config.realtimeMaxInputTokens=4096"], "exceeds triton.realtime.model.maxInputTokens (2048)"),
-    (["--set", "config.routingThresholdTokens=3000,config.realtimeMaxInputTokens=2048"], "routingThresholdTokens (3000)"),
-    (["--set", "config.chunkTokens=4000"], "chunkTokens (4000)"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--set", "config.realtimeMaxInputTokens=4096"], "exceeds triton.realtime.model.maxInputTokens (2048)"),
+        (
+            ["--set", "config.routingThresholdTokens=3000,config.realtimeMaxInputTokens=2048"],
+            "routingThresholdTokens (3000)",
+        ),
+        (["--set", "config.chunkTokens=4000"], "chunkTokens (4000)"),
+    ],
+)
 def test_contradictory_token_limits_are_refused(helm, bad, message):
-    from .conftest import run_helm, CHART
+    from .conftest import CHART, run_helm
 
     proc = run_helm(helm, "template", "rel", str(CHART), *bad, check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr

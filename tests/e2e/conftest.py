@@ -37,7 +37,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var = tmp_path_factory.mktemp("stack-var")
     env = stack_env(
-        var, OFFSET,
+        var,
+        OFFSET,
         PRECIS_SKIP_INSTALL="1",
         PRECIS_API_KEYS=json.dumps({hashlib.sha256(OTHER_KEY.encode()).hexdigest(): "other"}),
         PRECIS_READY_TIMEOUT="600",

@@ -18,7 +18,9 @@ def test_api_never_5xx_and_4xx_are_problems(stack):
     schema = schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations()]
     assert {(op.method.upper(), op.path) for op in operations} >= {
-        ("POST", "/v1/summaries"), ("GET", "/v1/summaries/{job_id}"), ("DELETE", "/v1/summaries/{job_id}"),
+        ("POST", "/v1/summaries"),
+        ("GET", "/v1/summaries/{job_id}"),
+        ("DELETE", "/v1/summaries/{job_id}"),
     }
     seen: dict[int, int] = {}
     for op in operations:

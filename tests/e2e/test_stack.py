@@ -47,9 +47,12 @@ def test_short_paragraph_gets_a_realtime_summary(stack):
 
 def test_long_text_becomes_a_job_that_succeeds_and_sends_one_email(stack):
     text = long_text()
-    r = httpx.post(f"{stack.url}/v1/summaries",
-                   json={"text": text, "notify": {"email": "reader@example.com"}, "metadata": {"case": "e2e"}},
-                   headers=stack.auth(), timeout=60)
+    r = httpx.post(
+        f"{stack.url}/v1/summaries",
+        json={"text": text, "notify": {"email": "reader@example.com"}, "metadata": {"case": "e2e"}},
+        headers=stack.auth(),
+        timeout=60,
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["mode"] == "async" and body["status"] == "queued"
@@ -77,14 +80,20 @@ def test_long_text_becomes_a_job_that_succeeds_and_sends_one_email(stack):
     deadline = time.monotonic() + 60
     mine: list = []
     while time.monotonic() < deadline:
-        mine = [m for m in (email.message_from_bytes(p.read_bytes()) for p in maildir.glob("*.eml"))
-                if m["X-Precis-Job-Id"] == job_id]
+        mine = [
+            m
+            for m in (email.message_from_bytes(p.read_bytes()) for p in maildir.glob("*.eml"))
+            if m["X-Precis-Job-Id"] == job_id
+        ]
         if mine:
             break
         time.sleep(0.5)
     time.sleep(3)  # a duplicate would arrive within this window
-    mine = [m for m in (email.message_from_bytes(p.read_bytes()) for p in maildir.glob("*.eml"))
-            if m["X-Precis-Job-Id"] == job_id]
+    mine = [
+        m
+        for m in (email.message_from_bytes(p.read_bytes()) for p in maildir.glob("*.eml"))
+        if m["X-Precis-Job-Id"] == job_id
+    ]
     assert len(mine) == 1
     assert view["summary"].strip()[:60] in mine[0].get_payload(decode=True).decode()
     final = httpx.get(body["status_url"], headers=stack.auth(), timeout=10).json()
@@ -92,8 +101,11 @@ def test_long_text_becomes_a_job_that_succeeds_and_sends_one_email(stack):
 
     # Another tenant sees exactly what an unknown id shows.
     other = httpx.get(body["status_url"], headers=stack.auth(stack.other_key), timeout=10)
-    unknown = httpx.get(f"{stack.url}/v1/summaries/00000000-0000-4000-8000-000000000000",
-                        headers=stack.auth(stack.other_key), timeout=10)
+    unknown = httpx.get(
+        f"{stack.url}/v1/summaries/00000000-0000-4000-8000-000000000000",
+        headers=stack.auth(stack.other_key),
+        timeout=10,
+    )
     a, b = assert_problem(other, 404), assert_problem(unknown, 404)
     assert {k: v for k, v in a.items() if k != "instance"} == {k: v for k, v in b.items() if k != "instance"}
 
@@ -113,22 +125,26 @@ def test_empty_text_is_422_problem(stack):
 def test_auth_and_bad_requests_get_clear_problems(stack):
     assert_problem(httpx.post(f"{stack.url}/v1/summaries", json={"text": "hi"}), 401)
     assert_problem(httpx.post(f"{stack.url}/v1/summaries", json={"text": "hi"}, headers=stack.auth("wrong")), 401)
-    r = httpx.post(f"{stack.url}/v1/summaries", content=b"{not json", headers={**stack.auth(), "content-type": "application/json"})
+    r = httpx.post(
+        f"{stack.url}/v1/summaries", content=b"{not json", headers={**stack.auth(), "content-type": "application/json"}
+    )
     assert_problem(r, 422)
     r = httpx.post(f"{stack.url}/v1/summaries", content=b"text", headers={**stack.auth(), "content-type": "text/plain"})
     assert_problem(r, 415)
     r = httpx.post(f"{stack.url}/v1/summaries", json={"text": "hi", "max_summary_tokens": 100000}, headers=stack.auth())
     assert "512" in assert_problem(r, 422)["detail"]
     # An explicit realtime request for a long text: 413 naming the realtime limit.
-    r = httpx.post(f"{stack.url}/v1/summaries", json={"text": long_text(), "mode": "realtime"},
-                   headers=stack.auth(), timeout=30)
+    r = httpx.post(
+        f"{stack.url}/v1/summaries", json={"text": long_text(), "mode": "realtime"}, headers=stack.auth(), timeout=30
+    )
     body = assert_problem(r, 413)
     assert body["limit_tokens"] and str(body["limit_tokens"]) in body["detail"]
 
 
 def test_cancel_a_queued_or_running_job(stack):
-    r = httpx.post(f"{stack.url}/v1/summaries", json={"text": long_text() * 3, "mode": "async"},
-                   headers=stack.auth(), timeout=60)
+    r = httpx.post(
+        f"{stack.url}/v1/summaries", json={"text": long_text() * 3, "mode": "async"}, headers=stack.auth(), timeout=60
+    )
     assert r.status_code == 202
     url = r.json()["status_url"]
     c = httpx.delete(url, headers=stack.auth(), timeout=10)

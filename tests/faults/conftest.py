@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import json
 import os
 import re
 import signal
@@ -65,7 +64,8 @@ class FaultStack:
         self.var = var
         self.db_path = var / "precis.db"
         self.base_env = stack_env(
-            var, OFFSET,
+            var,
+            OFFSET,
             PRECIS_DATABASE_URL=f"sqlite+aiosqlite:///{var / 'precis.db'}",
             PRECIS_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{KAFKA_PORT}",
             PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{TRITON_GRPC}",
@@ -82,8 +82,9 @@ class FaultStack:
         self.notifier: Proc | None = None
         self.workers: list[Proc] = []
         self._n = 0
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{ASYNC_PORT}", timeout=30,
-                                 headers={"X-Precis-Tenant": TENANT})
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{ASYNC_PORT}", timeout=30, headers={"X-Precis-Tenant": TENANT}
+        )
 
     # ---- processes ---------------------------------------------------------------------------
 
@@ -102,16 +103,24 @@ class FaultStack:
 
     def start_triton(self, wait: bool = True) -> None:
         self.triton = self._proc(
-            "triton", ["bash", "scripts/triton.sh"], PRECIS_TRITON_HTTP_PORT=str(TRITON_HTTP),
-            PRECIS_TRITON_GRPC_PORT=str(TRITON_GRPC), PRECIS_TRITON_METRICS_PORT=str(TRITON_METRICS),
+            "triton",
+            ["bash", "scripts/triton.sh"],
+            PRECIS_TRITON_HTTP_PORT=str(TRITON_HTTP),
+            PRECIS_TRITON_GRPC_PORT=str(TRITON_GRPC),
+            PRECIS_TRITON_METRICS_PORT=str(TRITON_METRICS),
         )
         if wait:
             self.wait_triton()
 
     def wait_triton(self) -> None:
         assert self.triton is not None
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{TRITON_HTTP}/v2/health/ready"), TRITON_READY_S,
-                   "Triton ready", self.triton, interval=1.0)
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{TRITON_HTTP}/v2/health/ready"),
+            TRITON_READY_S,
+            "Triton ready",
+            self.triton,
+            interval=1.0,
+        )
 
     def stop_triton(self) -> None:
         if self.triton is not None:
@@ -119,8 +128,9 @@ class FaultStack:
         wait_until(lambda: not port_open(TRITON_GRPC), 30, "triton port closed")
 
     def start_async(self, **env: str) -> Proc:
-        self.async_svc = self._proc("async_svc", [sys.executable, "-m", "async_svc"],
-                                    PRECIS_PORT=str(ASYNC_PORT), **env)
+        self.async_svc = self._proc(
+            "async_svc", [sys.executable, "-m", "async_svc"], PRECIS_PORT=str(ASYNC_PORT), **env
+        )
         wait_until(lambda: http_ok(f"http://127.0.0.1:{ASYNC_PORT}/healthz"), 120, "async_svc", self.async_svc)
         return self.async_svc
 
@@ -130,8 +140,11 @@ class FaultStack:
 
     def start_worker(self, wait: bool = True, **env: str) -> Proc:
         port = 8083 + OFFSET + 100 * (len(self.workers) + 1)
-        w = self._proc(f"worker{len(self.workers)}", [sys.executable, "-m", "worker"],
-                       **{**WORKER_ENV, "PRECIS_PORT": str(port), **env})
+        w = self._proc(
+            f"worker{len(self.workers)}",
+            [sys.executable, "-m", "worker"],
+            **{**WORKER_ENV, "PRECIS_PORT": str(port), **env},
+        )
         w.port = port  # type: ignore[attr-defined]
         self.workers.append(w)
         if wait:
@@ -170,7 +183,7 @@ class FaultStack:
 
     # ---- store -------------------------------------------------------------------------------
 
-    def sql(self, q: str, *args) -> list[sqlite3.Row]:  # noqa: ANN002
+    def sql(self, q: str, *args) -> list[sqlite3.Row]:
         con = sqlite3.connect(self.db_path, timeout=30)
         con.row_factory = sqlite3.Row
         try:
@@ -186,13 +199,17 @@ class FaultStack:
         deadline = time.monotonic() + timeout
         while True:
             rows = self.jobs(ids)
-            left = [i for i in ids if rows.get(i) is None or rows[i]["status"] not in ("succeeded", "failed", "cancelled")]
+            left = [
+                i for i in ids if rows.get(i) is None or rows[i]["status"] not in ("succeeded", "failed", "cancelled")
+            ]
             if not left:
                 return rows
             if time.monotonic() > deadline:
                 states = Counter(rows[i]["status"] if i in rows else "missing" for i in left)
-                raise AssertionError(f"{len(left)} job(s) not terminal after {timeout:.0f}s: {dict(states)}\n"
-                                     + "\n".join(f"--- {w.name}\n{w.tail(25)}" for w in self.live_workers()))
+                raise AssertionError(
+                    f"{len(left)} job(s) not terminal after {timeout:.0f}s: {dict(states)}\n"
+                    + "\n".join(f"--- {w.name}\n{w.tail(25)}" for w in self.live_workers())
+                )
             time.sleep(0.5)
 
     # ---- Kafka and mail ----------------------------------------------------------------------

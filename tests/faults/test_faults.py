@@ -53,13 +53,17 @@ def test_async_svc_killed_between_commit_and_publish(stack: FaultStack):
 
     # 3) A normal restart: the relay publishes the committed job; the clients retry with their keys.
     stack.start_async()
-    wait_until(lambda: [m for m in stack.topic("precis.jobs") if m["job_id"] == job["id"]], 30,
-               "the committed job published after the restart")
+    wait_until(
+        lambda: [m for m in stack.topic("precis.jobs") if m["job_id"] == job["id"]],
+        30,
+        "the committed job published after the restart",
+    )
     stack.start_worker()
     again = stack.submit(doc(1), key_after)
     assert again == job["id"], "same Idempotency-Key + same body must give the same job"
-    r = stack.http.post("/internal/jobs", json={"text": doc(3), "max_summary_tokens": 16},
-                        headers={"Idempotency-Key": key_after})
+    r = stack.http.post(
+        "/internal/jobs", json={"text": doc(3), "max_summary_tokens": 16}, headers={"Idempotency-Key": key_after}
+    )
     assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json")
     second = stack.submit(doc(2), key_before)
     ids = [job["id"], second]
@@ -87,10 +91,14 @@ def test_sigkill_worker_mid_job_five_times(stack: FaultStack):
         assert time.monotonic() < deadline, "could not catch a job mid-way five times"
         rows = stack.jobs(ids)
         # A victim: a running job that made progress under its current worker since its last kill.
-        victims = [r for r in rows.values()
-                   if r["status"] == "running" and 0 < r["chunks_done"] < r["chunks_total"] - 1
-                   and r["chunks_done"] > killed_at.get(r["id"], 0)
-                   and stack.worker_by_pid(owner_pid(r["lease_owner"]) or -1) is not None]
+        victims = [
+            r
+            for r in rows.values()
+            if r["status"] == "running"
+            and 0 < r["chunks_done"] < r["chunks_total"] - 1
+            and r["chunks_done"] > killed_at.get(r["id"], 0)
+            and stack.worker_by_pid(owner_pid(r["lease_owner"]) or -1) is not None
+        ]
         if not victims:
             if not any(r["status"] in ("queued", "running") for r in rows.values()):
                 ids.append(stack.submit(doc(20 + len(ids), 900)))  # keep work in flight
@@ -99,8 +107,9 @@ def test_sigkill_worker_mid_job_five_times(stack: FaultStack):
         v = victims[0]
         w = stack.worker_by_pid(owner_pid(v["lease_owner"]))
         assert w is not None
-        print(f"kill {kills + 1}: {w.name} (pid {w.p.pid}) on job {v['id'][:8]} at "
-              f"{v['chunks_done']}/{v['chunks_total']}")
+        print(
+            f"kill {kills + 1}: {w.name} (pid {w.p.pid}) on job {v['id'][:8]} at {v['chunks_done']}/{v['chunks_total']}"
+        )
         w.kill()
         killed_at[v["id"]] = v["chunks_done"]
         kills += 1
@@ -170,8 +179,11 @@ def test_sigterm_drains_worker(stack: FaultStack):
     last_submit = time.monotonic()
     while True:
         rows = stack.jobs(ids)
-        mine = [r for r in rows.values() if r["status"] == "running" and owner_pid(r["lease_owner"]) == a.p.pid
-                and r["chunks_done"] > 0]
+        mine = [
+            r
+            for r in rows.values()
+            if r["status"] == "running" and owner_pid(r["lease_owner"]) == a.p.pid and r["chunks_done"] > 0
+        ]
         if mine:
             break
         assert time.monotonic() < deadline, "worker a never ran a job"

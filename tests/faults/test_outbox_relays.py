@@ -40,8 +40,11 @@ async def test_concurrent_relays_publish_each_row_once(db, kafka_broker):
             await p.stop()
     assert sum(counts) == n, counts
     async with db.session() as tx:
-        left = (await tx.execute(select(func.count()).select_from(OutboxMessage)
-                                 .where(OutboxMessage.published_at.is_(None)))).scalar_one()
+        left = (
+            await tx.execute(
+                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            )
+        ).scalar_one()
     assert left == 0
 
     c = AIOKafkaConsumer(bootstrap_servers=kafka_broker, enable_auto_commit=False)

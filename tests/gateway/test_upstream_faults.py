@@ -34,10 +34,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, blackhole: int) -> Iterato
     if port_open(GATEWAY):
         pytest.fail(f"port {GATEWAY} is busy")
     var = tmp_path_factory.mktemp("gw")
-    env = stack_env(var, OFFSET, PRECIS_ENV="local", PRECIS_PORT=str(GATEWAY),
-                    PRECIS_REALTIME_URL=f"http://127.0.0.1:{blackhole}",  # hung
-                    PRECIS_ASYNC_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens
-                    PRECIS_REALTIME_TIMEOUT_S="0.5")
+    env = stack_env(
+        var,
+        OFFSET,
+        PRECIS_ENV="local",
+        PRECIS_PORT=str(GATEWAY),
+        PRECIS_REALTIME_URL=f"http://127.0.0.1:{blackhole}",  # hung
+        PRECIS_ASYNC_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens
+        PRECIS_REALTIME_TIMEOUT_S="0.5",
+    )
     proc = Proc("gateway", [sys.executable, "-m", "gateway"], env, Path(var) / "gateway.log")
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{GATEWAY}/healthz"), 60, "gateway /healthz", proc)
@@ -57,8 +62,9 @@ def assert_problem(r: httpx.Response, status: int, type_suffix: str) -> dict:
 
 def test_hung_realtime_svc_gives_504_at_the_deadline(gateway: str) -> None:
     t0 = time.monotonic()
-    r = httpx.post(f"{gateway}/v1/summaries", json={"text": "A short text.", "mode": "realtime"},
-                   headers=AUTH, timeout=10)
+    r = httpx.post(
+        f"{gateway}/v1/summaries", json={"text": "A short text.", "mode": "realtime"}, headers=AUTH, timeout=10
+    )
     took = time.monotonic() - t0
     body = assert_problem(r, 504, "upstream-timeout")
     assert "0.5 s" in body["detail"]
@@ -66,8 +72,12 @@ def test_hung_realtime_svc_gives_504_at_the_deadline(gateway: str) -> None:
 
 
 def test_async_svc_down_gives_503_with_retry_after(gateway: str) -> None:
-    r = httpx.post(f"{gateway}/v1/summaries", json={"text": "A short text.", "mode": "async"},
-                   headers={**AUTH, "Idempotency-Key": "k1"}, timeout=10)
+    r = httpx.post(
+        f"{gateway}/v1/summaries",
+        json={"text": "A short text.", "mode": "async"},
+        headers={**AUTH, "Idempotency-Key": "k1"},
+        timeout=10,
+    )
     assert_problem(r, 503, "upstream-unavailable")
     assert int(r.headers["retry-after"]) >= 1
     r = httpx.get(f"{gateway}/v1/summaries/00000000-0000-4000-8000-000000000000", headers=AUTH, timeout=10)

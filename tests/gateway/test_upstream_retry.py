@@ -20,8 +20,16 @@ from tests.procs import Proc, free_port, http_ok, port_open, stack_env, wait_unt
 OFFSET = 21600
 GATEWAY = 8080 + OFFSET
 AUTH = {"Authorization": "Bearer precis-dev-key"}
-BODY = json.dumps({"id": "x", "mode": "realtime", "summary": "ok", "model": "m",
-                   "usage": {"input_tokens": 3, "output_tokens": 1}, "timings": {}}).encode()
+BODY = json.dumps(
+    {
+        "id": "x",
+        "mode": "realtime",
+        "summary": "ok",
+        "model": "m",
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+        "timings": {},
+    }
+).encode()
 
 
 class DropFirst:
@@ -50,15 +58,22 @@ class DropFirst:
                         break
                     data += chunk
                 head, _, rest = data.partition(b"\r\n\r\n")
-                length = int(next((ln.split(b":")[1] for ln in head.split(b"\r\n")
-                                   if ln.lower().startswith(b"content-length")), b"0"))
+                length = int(
+                    next(
+                        (ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")),
+                        b"0",
+                    )
+                )
                 while len(rest) < length:
                     rest += conn.recv(65536)
                 self.seen += 1
                 if self.seen <= self.drops:
                     continue  # close: no status line, nothing
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                             + f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
+                    + BODY
+                )
 
     def close(self) -> None:
         self.sock.close()
@@ -69,9 +84,14 @@ def gateway(request, tmp_path) -> Iterator[tuple[str, DropFirst]]:
     if port_open(GATEWAY):
         pytest.fail(f"port {GATEWAY} is busy")
     upstream = DropFirst(request.param)
-    env = stack_env(tmp_path, OFFSET, PRECIS_ENV="local", PRECIS_PORT=str(GATEWAY),
-                    PRECIS_REALTIME_URL=f"http://127.0.0.1:{upstream.port}",
-                    PRECIS_ASYNC_URL=f"http://127.0.0.1:{free_port()}")
+    env = stack_env(
+        tmp_path,
+        OFFSET,
+        PRECIS_ENV="local",
+        PRECIS_PORT=str(GATEWAY),
+        PRECIS_REALTIME_URL=f"http://127.0.0.1:{upstream.port}",
+        PRECIS_ASYNC_URL=f"http://127.0.0.1:{free_port()}",
+    )
     proc = Proc("gateway", [sys.executable, "-m", "gateway"], env, Path(tmp_path) / "gateway.log")
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{GATEWAY}/healthz"), 60, "gateway /healthz", proc)

@@ -29,8 +29,17 @@ def _batches() -> tuple[float, float]:
 
 
 async def _create(db, committer, i, key=None, text=None):
-    return await create_job(db, tenant="t1", text=text or f"Document number {i}. " * 5, max_summary_tokens=None,
-                            language="auto", notify=None, metadata=None, idempotency_key=key, committer=committer)
+    return await create_job(
+        db,
+        tenant="t1",
+        text=text or f"Document number {i}. " * 5,
+        max_summary_tokens=None,
+        language="auto",
+        notify=None,
+        metadata=None,
+        idempotency_key=key,
+        committer=committer,
+    )
 
 
 async def test_a_burst_is_committed_in_shared_transactions(db):

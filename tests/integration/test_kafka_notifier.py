@@ -40,8 +40,16 @@ async def test_outbox_relay_publishes_to_real_broker(db, kafka_broker):
     producer = kafka.make_producer(s, "test")
     await producer.start()
     relay = OutboxRelay(db, producer)
-    job, _ = await create_job(db, tenant="t", text="doc. " * 5, max_summary_tokens=None, language="auto",
-                              notify=None, metadata=None, idempotency_key=None)
+    job, _ = await create_job(
+        db,
+        tenant="t",
+        text="doc. " * 5,
+        max_summary_tokens=None,
+        language="auto",
+        notify=None,
+        metadata=None,
+        idempotency_key=None,
+    )
     assert await relay.flush() == 1
     assert await relay.flush() == 0  # published rows are marked, not sent twice
     await producer.stop()
@@ -66,8 +74,16 @@ async def _finished_job(db, email_to=None, webhook=None):
         notify["email"] = email_to
     if webhook:
         notify["webhook_url"] = webhook
-    job, _ = await create_job(db, tenant="t", text="doc. " * 5, max_summary_tokens=None, language="auto",
-                              notify=notify, metadata=None, idempotency_key=None)
+    job, _ = await create_job(
+        db,
+        tenant="t",
+        text="doc. " * 5,
+        max_summary_tokens=None,
+        language="auto",
+        notify=notify,
+        metadata=None,
+        idempotency_key=None,
+    )
     w = JobStore(db, "w", 30)
     assert await w.claim(job.id)
     assert await w.succeed(job.id, "A crisp summary of the document.", 2)
@@ -75,8 +91,14 @@ async def _finished_job(db, email_to=None, webhook=None):
 
 
 def _event(job_id: str) -> bytes:
-    return kafka.dumps({"event_id": f"{job_id}:succeeded", "job_id": job_id, "type": "job.succeeded",
-                        "at": datetime.now(UTC).isoformat()})
+    return kafka.dumps(
+        {
+            "event_id": f"{job_id}:succeeded",
+            "job_id": job_id,
+            "type": "job.succeeded",
+            "at": datetime.now(UTC).isoformat(),
+        }
+    )
 
 
 async def test_email_sent_once_through_real_smtp_even_when_event_redelivered(db, smtp_sink):

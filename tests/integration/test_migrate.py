@@ -17,9 +17,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 def _migrate(url: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "common.migrate"],
-                            env={**os.environ, "PRECIS_ENV": "test", "PRECIS_DATABASE_URL": url, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "common.migrate"],
+        env={**os.environ, "PRECIS_ENV": "test", "PRECIS_DATABASE_URL": url, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_concurrent_migrations_take_turns(postgres_url):

@@ -16,8 +16,16 @@ pytestmark = pytest.mark.integration
 
 
 async def _create(db, key=None, text="A long document. " * 10, tenant="t1", email=None):
-    return await create_job(db, tenant=tenant, text=text, max_summary_tokens=None, language="auto",
-                            notify={"email": email} if email else None, metadata={"k": "v"}, idempotency_key=key)
+    return await create_job(
+        db,
+        tenant=tenant,
+        text=text,
+        max_summary_tokens=None,
+        language="auto",
+        notify={"email": email} if email else None,
+        metadata={"k": "v"},
+        idempotency_key=key,
+    )
 
 
 async def test_job_and_outbox_row_are_written_together(db):
@@ -123,8 +131,9 @@ async def test_checkpoints_survive_a_restart(db):
 
 
 async def test_retry_then_fail_writes_dlq_and_one_failed_event(db):
-    from common.schemas import JobMessage, JobParams
     from datetime import UTC, datetime
+
+    from common.schemas import JobMessage, JobParams
 
     job, _ = await _create(db)
     w = JobStore(db, "w1", 30)

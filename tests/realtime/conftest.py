@@ -52,9 +52,13 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def start_realtime_svc(port: int, grpc_port: int, log: Path) -> Proc:
-    env = _env(PRECIS_PORT=str(port), PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{grpc_port}",
-               PRECIS_REALTIME_MAX_INPUT_TOKENS=str(MAX_INPUT_TOKENS), PRECIS_REALTIME_DEADLINE_S="60",
-               PRECIS_RETRY_AFTER_S="2")
+    env = _env(
+        PRECIS_PORT=str(port),
+        PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{grpc_port}",
+        PRECIS_REALTIME_MAX_INPUT_TOKENS=str(MAX_INPUT_TOKENS),
+        PRECIS_REALTIME_DEADLINE_S="60",
+        PRECIS_RETRY_AFTER_S="2",
+    )
     proc = Proc(f"realtime_svc:{port}", [sys.executable, "-m", "realtime_svc"], env, log)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "realtime_svc /healthz", proc)
     return proc
@@ -67,9 +71,12 @@ def realtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realtime]:
     if busy:
         pytest.fail(f"ports {busy} are busy: another realtime test run is going on")
     var = tmp_path_factory.mktemp("realtime")
-    env = _env(PRECIS_TRITON_HTTP_PORT=str(http), PRECIS_TRITON_GRPC_PORT=str(grpc),
-               PRECIS_TRITON_METRICS_PORT=str(metrics),
-               PRECIS_TRITON_MODEL_REPOSITORY=str(_small_queue_repo(var)))
+    env = _env(
+        PRECIS_TRITON_HTTP_PORT=str(http),
+        PRECIS_TRITON_GRPC_PORT=str(grpc),
+        PRECIS_TRITON_METRICS_PORT=str(metrics),
+        PRECIS_TRITON_MODEL_REPOSITORY=str(_small_queue_repo(var)),
+    )
     try:
         triton = start_triton(env, var / "triton.log", http, READY_TIMEOUT_S)
     except RuntimeError as exc:

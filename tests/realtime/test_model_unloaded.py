@@ -30,8 +30,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     if busy := [p for p in (http, grpc, metrics, svc, fwd) if port_open(p)]:
         pytest.fail(f"ports {busy} are busy")
     var = tmp_path_factory.mktemp("unloaded")
-    env = _env(PRECIS_TRITON_HTTP_PORT=str(http), PRECIS_TRITON_GRPC_PORT=str(grpc),
-               PRECIS_TRITON_METRICS_PORT=str(metrics), PRECIS_TRITON_MODEL_CONTROL="explicit")
+    env = _env(
+        PRECIS_TRITON_HTTP_PORT=str(http),
+        PRECIS_TRITON_GRPC_PORT=str(grpc),
+        PRECIS_TRITON_METRICS_PORT=str(metrics),
+        PRECIS_TRITON_MODEL_CONTROL="explicit",
+    )
     triton = start_triton(env, Path(var) / "triton.log", http, READY_TIMEOUT_S)
     svc_proc = None
     try:
@@ -45,9 +49,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
 
 
 def summarize(url: str) -> httpx.Response:
-    return httpx.post(f"{url}/internal/summarize", timeout=120, json={
-        "text": "The meeting was moved to Friday because the chief executive was ill.",
-        "max_summary_tokens": 8, "request_id": uuid.uuid4().hex})
+    return httpx.post(
+        f"{url}/internal/summarize",
+        timeout=120,
+        json={
+            "text": "The meeting was moved to Friday because the chief executive was ill.",
+            "max_summary_tokens": 8,
+            "request_id": uuid.uuid4().hex,
+        },
+    )
 
 
 def test_model_gone_is_503_and_the_next_connection_is_used(stack):

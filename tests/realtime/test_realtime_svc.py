@@ -15,15 +15,16 @@ import httpx
 import pytest
 
 from common.tokenization import default_model_path
-
 from tests.procs import port_open
 from tests.realtime.conftest import MAX_INPUT_TOKENS, OFFSET, start_realtime_svc
 
 pytestmark = pytest.mark.integration
 
 CJK = re.compile(r"[\u3400-\u9fff]")
-EN = ("The city council voted on Tuesday to extend the bike lane network by 40 kilometres over three "
-      "years. Officials said cycling has risen by a quarter since 2020.")
+EN = (
+    "The city council voted on Tuesday to extend the bike lane network by 40 kilometres over three "
+    "years. Officials said cycling has risen by a quarter since 2020."
+)
 ZH = "长城是中国古代的军事防御工程，东起山海关，西至嘉峪关，全长两万多公里，每年吸引大量游客。"
 
 
@@ -68,10 +69,12 @@ def test_too_long_is_413_naming_the_limit(realtime):
 
 @pytest.mark.parametrize(
     ("payload", "status", "needle"),
-    [({"text": "   "}, 422, "blank"),
-     ({"text": EN, "max_summary_tokens": 0}, 422, "max_summary_tokens"),
-     ({"text": EN, "max_summary_tokens": 100_000}, 422, "max_summary_tokens"),
-     ({"text": EN, "language": "no such language!"}, 422, "LANGUAGE")],
+    [
+        ({"text": "   "}, 422, "blank"),
+        ({"text": EN, "max_summary_tokens": 0}, 422, "max_summary_tokens"),
+        ({"text": EN, "max_summary_tokens": 100_000}, 422, "max_summary_tokens"),
+        ({"text": EN, "language": "no such language!"}, 422, "LANGUAGE"),
+    ],
 )
 def test_bad_inputs_are_clear_4xx(realtime, payload, status, needle):
     r = httpx.post(f"{realtime.url}/internal/summarize", json={"request_id": "x", **payload}, timeout=60)
@@ -83,8 +86,7 @@ def test_bad_inputs_are_clear_4xx(realtime, payload, status, needle):
 async def test_overload_is_503_with_retry_after(realtime):
     # Triton's queue holds 1 request here: a burst of 24 overflows it while a batch runs.
     async with httpx.AsyncClient(timeout=120) as c:
-        rs = await asyncio.gather(*(c.post(f"{realtime.url}/internal/summarize", json=body(EN, 24))
-                                    for _ in range(24)))
+        rs = await asyncio.gather(*(c.post(f"{realtime.url}/internal/summarize", json=body(EN, 24)) for _ in range(24)))
     codes = [r.status_code for r in rs]
     assert set(codes) <= {200, 503}, codes
     shed = [r for r in rs if r.status_code == 503]
@@ -99,8 +101,12 @@ async def test_overload_is_503_with_retry_after(realtime):
 
 def test_metrics_exposed(realtime):
     text = httpx.get(f"{realtime.url}/metrics", timeout=10).text
-    for name in ("precis_realtime_infer_seconds_bucket", "precis_realtime_in_flight",
-                 'precis_realtime_errors_total{kind="too_long"}', "precis_http_request_duration_seconds_bucket"):
+    for name in (
+        "precis_realtime_infer_seconds_bucket",
+        "precis_realtime_in_flight",
+        'precis_realtime_errors_total{kind="too_long"}',
+        "precis_http_request_duration_seconds_bucket",
+    ):
         assert name in text, name
 
 

@@ -50,8 +50,7 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
         pytest.fail(str(exc))
     base = f"http://127.0.0.1:{http}"
     try:
-        yield TritonServer(base, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics",
-                           var / "triton.log", proc)
+        yield TritonServer(base, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics", var / "triton.log", proc)
     finally:
         # SIGTERM to the process group (scripts/triton.sh execs tritonserver): a clean stop.
         rc = proc.stop(timeout=40)

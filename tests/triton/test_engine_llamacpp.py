@@ -20,7 +20,8 @@ def engine(engine_module, request):
     on whatever CPU the wheel was built for (AVX2, AVX-512, AMX)."""
     pytest.importorskip("llama_cpp")
     cfg = engine_module.EngineConfig.from_sources(
-        {"engine": "llamacpp", "max_batch": "4", "warmup": "false", "llamacpp_weights": request.param}, {})
+        {"engine": "llamacpp", "max_batch": "4", "warmup": "false", "llamacpp_weights": request.param}, {}
+    )
     eng = engine_module.create_engine(cfg)
     eng.load()
     yield eng
@@ -41,8 +42,9 @@ def test_llamacpp_rejects_a_directory(engine_module, tmp_path):
 
 def test_rows_are_independent_of_batch_and_budgets(engine):
     alone = [engine.generate([engine.prepare(t, 12)])[0] for t in TEXTS]
-    mixed = engine.generate([engine.prepare(TEXTS[0], 3), *(engine.prepare(t, 12) for t in TEXTS),
-                             engine.prepare(TEXTS[1], 30)])
+    mixed = engine.generate(
+        [engine.prepare(TEXTS[0], 3), *(engine.prepare(t, 12) for t in TEXTS), engine.prepare(TEXTS[1], 30)]
+    )
     assert mixed[1:4] == alone
     assert 0 < mixed[0].output_tokens <= 3 and mixed[4].output_tokens <= 30
     # more rows than max_batch (4) are generated in several rounds, same answers

@@ -18,8 +18,13 @@ def test_config_sources_env_wins(engine_module, tmp_path):
 
 @pytest.mark.parametrize(
     "env",
-    [{"PRECIS_MODEL_DEVICE": "tpu"}, {"PRECIS_MODEL_ENGINE": "nope"}, {"PRECIS_MODEL_THREADS": "x"},
-     {"PRECIS_MODEL_DEFAULT_MAX_TOKENS": "999"}, {"PRECIS_MODEL_PATH": "/does/not/exist"}],
+    [
+        {"PRECIS_MODEL_DEVICE": "tpu"},
+        {"PRECIS_MODEL_ENGINE": "nope"},
+        {"PRECIS_MODEL_THREADS": "x"},
+        {"PRECIS_MODEL_DEFAULT_MAX_TOKENS": "999"},
+        {"PRECIS_MODEL_PATH": "/does/not/exist"},
+    ],
 )
 def test_config_rejects(engine_module, tmp_path, env):
     model = tmp_path / "m.gguf"
@@ -36,9 +41,15 @@ def test_default_model_path_is_the_packaged_gguf(engine_module):
 
 @pytest.mark.parametrize(
     ("text", "lang"),
-    [("The cat sat on the mat.", "en"), ("长城是中国古代的军事防御工程。", "zh"),
-     ("我们用 Python 和 Kubernetes 部署了模型服务。", "zh"), ("東京は日本の首都です。", "ja"),
-     ("서울은 한국의 수도입니다.", "ko"), ("The word 长城 means Great Wall in English.", "en"), ("1234", "en")],
+    [
+        ("The cat sat on the mat.", "en"),
+        ("长城是中国古代的军事防御工程。", "zh"),
+        ("我们用 Python 和 Kubernetes 部署了模型服务。", "zh"),
+        ("東京は日本の首都です。", "ja"),
+        ("서울은 한국의 수도입니다.", "ko"),
+        ("The word 长城 means Great Wall in English.", "en"),
+        ("1234", "en"),
+    ],
 )
 def test_detect_language(engine_module, text, lang):
     assert engine_module.detect_language(text) == lang
@@ -53,15 +64,20 @@ def test_normalize_language(engine_module):
 
 @pytest.mark.parametrize(
     ("raw", "truncated", "clean"),
-    [("Summary: The council approved bike lanes.", False, "The council approved bike lanes."),
-     ("**Summary:** Done.", False, "Done."),
-     ("The council approved the new bike lanes. Work starts in", True, "The council approved the new bike lanes."),
-     ("Lanes. The council approved the new bike lanes in the city centre and", True,
-      "Lanes. The council approved the new bike lanes in the city centre and"),
-     ("长城在中国北方，全长两万多公里，", True, "长城在中国北方，全长两万多公里"),
-     ("The council approved bike lanes and", True, "The council approved bike lanes and"),
-     ("摘要：长城很长。它始建于", True, "长城很长。"),
-     ("A plain answer<|im_end|>", False, "A plain answer")],
+    [
+        ("Summary: The council approved bike lanes.", False, "The council approved bike lanes."),
+        ("**Summary:** Done.", False, "Done."),
+        ("The council approved the new bike lanes. Work starts in", True, "The council approved the new bike lanes."),
+        (
+            "Lanes. The council approved the new bike lanes in the city centre and",
+            True,
+            "Lanes. The council approved the new bike lanes in the city centre and",
+        ),
+        ("长城在中国北方，全长两万多公里，", True, "长城在中国北方，全长两万多公里"),
+        ("The council approved bike lanes and", True, "The council approved bike lanes and"),
+        ("摘要：长城很长。它始建于", True, "长城很长。"),
+        ("A plain answer<|im_end|>", False, "A plain answer"),
+    ],
 )
 def test_clean_summary(engine_module, raw, truncated, clean):
     assert engine_module.clean_summary(raw, truncated) == clean

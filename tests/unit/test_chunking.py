@@ -45,7 +45,9 @@ def test_chinese_text_chunks_on_cjk_punctuation():
 def test_group_for_reduce_packs_under_budget():
     t = tok()
     summaries = [f"Summary {i} of a part of the book about a character." for i in range(50)]
-    groups = group_for_reduce(summaries, lambda xs: [len(e.ids) for e in t.encode_batch(xs, add_special_tokens=False)], 100)
+    groups = group_for_reduce(
+        summaries, lambda xs: [len(e.ids) for e in t.encode_batch(xs, add_special_tokens=False)], 100
+    )
     assert 1 < len(groups) < 50
     assert all(ntok(g) <= 100 + 10 for g in groups)
     assert sum(g.count("Summary ") for g in groups) == 50

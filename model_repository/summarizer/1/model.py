@@ -28,14 +28,14 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from summarizer_engine import ConfigError, EngineConfig, InvalidInput, create_engine  # noqa: E402
+from summarizer_engine import ConfigError, EngineConfig, InvalidInput, create_engine
 
 
 def _log_info(msg: str) -> None:
     pb_utils.Logger.log_info(msg)
 
 
-def _error(message: str, code=None) -> "pb_utils.InferenceResponse":
+def _error(message: str, code=None) -> pb_utils.InferenceResponse:
     code = pb_utils.TritonError.INVALID_ARG if code is None else code
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
@@ -60,9 +60,7 @@ def _as_str(value, name: str) -> str:
 class TritonPythonModel:
     def initialize(self, args):
         model_config = json.loads(args["model_config"])
-        params = {
-            key: value.get("string_value", "") for key, value in (model_config.get("parameters") or {}).items()
-        }
+        params = {key: value.get("string_value", "") for key, value in (model_config.get("parameters") or {}).items()}
         # The llama.cpp engine decodes up to max_batch sequences together: Triton's batch size.
         if not str(params.get("max_batch", "")).strip() and int(model_config.get("max_batch_size") or 0) > 0:
             params["max_batch"] = str(model_config["max_batch_size"])

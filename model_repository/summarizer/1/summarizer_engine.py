@@ -50,8 +50,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 LOG = logging.getLogger("precis.summarizer")
 
@@ -135,7 +136,7 @@ class EngineConfig:
     @classmethod
     def from_sources(
         cls, params: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
-    ) -> "EngineConfig":
+    ) -> EngineConfig:
         """Defaults < config.pbtxt ``parameters`` < environment. Empty strings mean "unset"."""
         params = params or {}
         env = os.environ if env is None else env
@@ -199,8 +200,14 @@ class EngineConfig:
         if self.max_batch < 1:
             raise ConfigError("max_batch must be >= 1")
         if self.llamacpp_weights not in LLAMACPP_WEIGHTS:
-            raise ConfigError(f"llamacpp_weights must be one of {tuple(LLAMACPP_WEIGHTS)}, got {self.llamacpp_weights!r}")
-        if self.threads < 0 or min(self.repetition_penalty, self.repetition_penalty_cjk) <= 0 or self.no_repeat_ngram_size < 0:
+            raise ConfigError(
+                f"llamacpp_weights must be one of {tuple(LLAMACPP_WEIGHTS)}, got {self.llamacpp_weights!r}"
+            )
+        if (
+            self.threads < 0
+            or min(self.repetition_penalty, self.repetition_penalty_cjk) <= 0
+            or self.no_repeat_ngram_size < 0
+        ):
             raise ConfigError("threads >= 0, repetition_penalty > 0, no_repeat_ngram_size >= 0")
 
 
@@ -227,10 +234,25 @@ def resolve_auto_engine(cfg: EngineConfig) -> str:
 _LANG_RE = re.compile(r"^[a-z]{2,3}([-_][a-z0-9]{2,8})*$")
 
 LANGUAGE_NAMES = {
-    "en": "English", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "fr": "French",
-    "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese", "ru": "Russian",
-    "nl": "Dutch", "ar": "Arabic", "hi": "Hindi", "tr": "Turkish", "pl": "Polish",
-    "vi": "Vietnamese", "id": "Indonesian", "sv": "Swedish", "uk": "Ukrainian",
+    "en": "English",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "ru": "Russian",
+    "nl": "Dutch",
+    "ar": "Arabic",
+    "hi": "Hindi",
+    "tr": "Turkish",
+    "pl": "Polish",
+    "vi": "Vietnamese",
+    "id": "Indonesian",
+    "sv": "Swedish",
+    "uk": "Ukrainian",
 }
 
 
@@ -376,7 +398,7 @@ class BaseEngine:
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def generate(self, items: Sequence["Prepared"]) -> list["Result"]:  # pragma: no cover - abstract
+    def generate(self, items: Sequence[Prepared]) -> list[Result]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def warmup(self) -> None:
@@ -392,7 +414,7 @@ class BaseEngine:
         self.warmup_seconds = time.perf_counter() - t0
         self._log(f"summarizer warmup generation done in {self.warmup_seconds:.1f}s")
 
-    def prepare(self, text: str, max_tokens: int | None = None, language: str | None = None) -> "Prepared":
+    def prepare(self, text: str, max_tokens: int | None = None, language: str | None = None) -> Prepared:
         """Validate one item and build its prompt. Raises InvalidInput naming the limit."""
         cfg = self.config
         if text is None or not text.strip():
@@ -499,8 +521,8 @@ class TransformersEngine(BaseEngine):
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)
         for row, it in enumerate(items):
-            input_ids[row, width - len(it.prompt_ids):] = torch.tensor(it.prompt_ids, dtype=torch.long)
-            attention[row, width - len(it.prompt_ids):] = 1
+            input_ids[row, width - len(it.prompt_ids) :] = torch.tensor(it.prompt_ids, dtype=torch.long)
+            attention[row, width - len(it.prompt_ids) :] = 1
         budgets = torch.tensor([it.max_tokens for it in items], dtype=torch.long, device=self.device)
         penalties = torch.tensor([self.penalty_for(it.language) for it in items], device=self.device)
         pad_mask = (attention == 0).to(self.device)
@@ -508,7 +530,7 @@ class TransformersEngine(BaseEngine):
         first_real = torch.tensor([[width - len(it.prompt_ids)] for it in items], device=self.device)
 
         class _RowBudget(StoppingCriteria):
-            def __call__(self, ids, scores, **kwargs):  # noqa: ARG002
+            def __call__(self, ids, scores, **kwargs):
                 return (ids.shape[1] - width) >= budgets
 
         class _RowRepetitionPenalty(LogitsProcessor):
@@ -570,6 +592,7 @@ class TransformersEngine(BaseEngine):
             text = self.tokenizer.decode(ids[:k], skip_special_tokens=True)
         return text.replace("\ufffd", "")
 
+
 class LlamaCppEngine(BaseEngine):
     """llama.cpp (llama-cpp-python's low-level API, in process) on a GGUF file.
 
@@ -621,7 +644,9 @@ class LlamaCppEngine(BaseEngine):
             raise ConfigError(f"llama.cpp could not load {cfg.model_path}")
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
-        threads = cfg.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        threads = cfg.threads or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
         # a multiple of 256: flash attention pads each KV stream to 256 cells
         self.ctx_per_seq = -(-(cfg.max_input_tokens + cfg.max_new_tokens_cap + self.TEMPLATE_MARGIN) // 256) * 256
         cparams = L.llama_context_default_params()
@@ -807,7 +832,9 @@ class LlamaCppEngine(BaseEngine):
         for row, it in enumerate(items):
             ids = it.prompt_ids
             for s0 in range(0, len(ids), self.n_batch):
-                chunk = [(tok, s0 + j, row, s0 + j == len(ids) - 1) for j, tok in enumerate(ids[s0 : s0 + self.n_batch])]
+                chunk = [
+                    (tok, s0 + j, row, s0 + j == len(ids) - 1) for j, tok in enumerate(ids[s0 : s0 + self.n_batch])
+                ]
                 self._decode_batch(chunk)
                 if chunk[-1][3]:
                     next_logits[row] = self._logits(len(chunk) - 1)
@@ -868,7 +895,7 @@ def _quiet_llama_logs(L) -> None:
     import ctypes
 
     @L.llama_log_callback
-    def _cb(level, text, user_data):  # noqa: ARG001
+    def _cb(level, text, user_data):
         if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
             LOG.warning("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
 
