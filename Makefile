@@ -1,5 +1,7 @@
 # Précis — one entry point for humans and CI. `make run` starts the platform, `make test` tests it.
 SHELL := /bin/bash
+# The one make default of the cache (Python: common/paths.py, shell: scripts/cache.sh); exported
+# to mk/*.mk and every script make runs.
 PRECIS_CACHE ?= $(HOME)/.cache/precis
 PRECIS_VENV ?= $(PRECIS_CACHE)/venv
 PY ?= $(PRECIS_VENV)/bin/python

@@ -6,10 +6,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
-from common.settings import CommonSettings
+from common.settings import HttpServerSettings, KafkaSettings, StoreSettings
 
 
-class AsyncSettings(CommonSettings):
+class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings):
+    """Job intake: the store (job rows + outbox) and the broker (the outbox relay)."""
+
     service_name: str = "async_svc"
     max_document_bytes: int = Field(default=MAX_TEXT_BYTES, ge=1, le=MAX_TEXT_BYTES)
     outbox_poll_s: float = Field(default=0.5, gt=0)

@@ -23,10 +23,9 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from common import kafka
-from common.metrics import INTAKE_BATCH
-from common.outbox import enqueue
+from async_svc.metrics import INTAKE_BATCH
 from common.store import Database, Job
+from common.store.transitions import add_queued
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +108,7 @@ async def write_jobs(
     one job when async_svc.jobs.create_job runs without a committer). ``fault`` is the
     tests/faults hook: SIGKILL right before or right after the commit."""
     async with db.transaction() as s:
-        s.add_all([job for job, _ in jobs])
-        await s.flush()  # the job rows exist before the outbox rows that point at them
-        for job, message in jobs:
-            enqueue(s, kafka.JOBS, job.id, message)
+        await add_queued(s, jobs)
         if fault:
             await s.flush()
             fault("crash_before_commit")

@@ -9,17 +9,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from async_svc.intake import GroupCommitter, write_jobs
-from common import kafka
-from common.outbox import enqueue
 from common.problems import Problem
 from common.schemas import (
     DEFAULT_ASYNC_SUMMARY_TOKENS,
     JobError,
-    JobEvent,
     JobMessage,
     JobParams,
     JobStatus,
@@ -27,6 +24,7 @@ from common.schemas import (
     Progress,
 )
 from common.store import Database, Job, Notification
+from common.store.transitions import CancelResult, JobTransitions
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -38,7 +36,7 @@ def to_view(job: Job, notifications: list[Notification] | None = None) -> JobVie
     error = JobError(type=job.error_type, detail=job.error_detail or "") if job.error_type else None
     return JobView(
         id=job.id,
-        status=JobStatus(job.status),
+        status=job.status,
         progress=Progress(chunks_done=job.chunks_done, chunks_total=job.chunks_total),
         created_at=job.created_at,
         started_at=job.started_at,
@@ -46,7 +44,12 @@ def to_view(job: Job, notifications: list[Notification] | None = None) -> JobVie
         summary=job.summary,
         error=error,
         notifications=[
-            {"channel": n.channel, "status": n.status, "attempts": n.attempts, "updated_at": n.updated_at.isoformat()}
+            {
+                "channel": n.channel,
+                "status": n.status.value,
+                "attempts": n.attempts,
+                "updated_at": n.updated_at.isoformat(),
+            }
             for n in notifications
         ]
         if notifications
@@ -101,8 +104,8 @@ async def create_job(
     job = Job(
         id=str(uuid.uuid4()),
         tenant=tenant,
-        status=JobStatus.queued.value,
-        params=params.model_dump(),
+        status=JobStatus.queued,
+        params=params,
         document=text,
         document_bytes=len(text.encode()),
         request_hash=body_hash,
@@ -152,37 +155,16 @@ async def get_job(db: Database, tenant: str, job_id: str) -> JobView:
 
 async def cancel_job(db: Database, tenant: str, job_id: str) -> JobView:
     """queued → cancelled (event now); running → cancelling (the worker stops between chunks).
-
-    Each step is a compare-and-set on the status: a worker may claim the job (queued → running)
-    between our read and our write, in which case the queued → cancelled update matches nothing
-    and the running → cancelling one must still be tried, or the cancel would be lost while the
-    client was told 200."""
-    async with db.transaction() as s:
-        job = await s.get(Job, job_id)
-        if job is None or job.tenant != tenant:
-            raise NotFound()
-        now = datetime.now(UTC)
-        res = await s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-            .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now)
+    The state machine (common/store/transitions.py) makes each step a compare-and-set, so a
+    cancel racing a worker's claim is never lost."""
+    result, job = await JobTransitions(db).request_cancel(job_id, tenant)
+    if result is CancelResult.not_found:
+        raise NotFound()
+    if result is CancelResult.unchanged and job is not None and job.status.terminal:
+        raise Problem(
+            409,
+            "job-finished",
+            "Job already finished",
+            f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled",
         )
-        if res.rowcount == 1:
-            ev = JobEvent(event_id=f"{job_id}:cancelled", job_id=job_id, type="job.cancelled", at=now)
-            enqueue(s, kafka.EVENTS, job_id, ev.model_dump(mode="json"))
-        else:
-            res = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.running.value)
-                .values(status=JobStatus.cancelling.value, updated_at=now)
-            )
-            if res.rowcount == 0:
-                status = (await s.execute(select(Job.status).where(Job.id == job_id))).scalar_one()
-                if JobStatus(status).terminal:
-                    raise Problem(
-                        409,
-                        "job-finished",
-                        "Job already finished",
-                        f"job {job_id} is already {status}; only queued or running jobs can be cancelled",
-                    )
     return await get_job(db, tenant, job_id)

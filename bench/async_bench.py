@@ -1,7 +1,8 @@
 """`make bench-async`: the async pipeline end to end through the gateway, on the real stack.
 
-1. Starts the stack like `make run` (scripts/run.sh under honcho, PRECIS_SKIP_INSTALL=1, ports
-   shifted by --offset, its own var dir), waits for the gateway's /readyz.
+1. Starts the stack like `make run` (scripts/run.sh under honcho, PRECIS_SKIP_INSTALL=1, free
+   ports allocated by devstack or shifted by --offset, its own var dir), waits for the gateway's
+   /readyz.
 2. A public-domain book (tests/data/book, ~121k words) as one async job: time to `succeeded`,
    progress polled through GET /v1/summaries/{id}.
 3. N short jobs (mode=async) submitted by --concurrency asyncio/httpx submitters: intake rate
@@ -40,7 +41,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.procs import Proc, cpu_seconds, http_ok, port_open, stack_env, wait_until  # noqa: E402
+from devstack import Proc, StackPorts, child_env, cpu_seconds, launch_stack, port_open, wait_stack  # noqa: E402
 
 BOOK = ROOT / "tests/data/book/pride_and_prejudice.txt"
 RESULTS = ROOT / "bench/results"
@@ -50,10 +51,11 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 class Bench:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
-        self.off = a.offset
-        self.url = f"http://127.0.0.1:{8080 + self.off}"
-        self.metrics_url = f"http://127.0.0.1:{8002 + self.off}/metrics"
-        self.kafka = f"127.0.0.1:{9092 + self.off}"
+        # allocated (free, this run's alone) unless --offset names them
+        self.ports = StackPorts(a.offset) if a.offset is not None else StackPorts.allocate()
+        self.url = self.ports.url
+        self.metrics_url = f"http://127.0.0.1:{self.ports.triton_metrics}/metrics"
+        self.kafka = f"127.0.0.1:{self.ports.kafka}"
         self.var = Path(a.var).resolve()
         self.db = self.var / "precis.db"
         self.headers = {"Authorization": "Bearer precis-dev-key"}
@@ -71,14 +73,14 @@ class Bench:
         if self.var.exists():
             shutil.rmtree(self.var)
         self.var.mkdir(parents=True)
-        busy = [p for p in (8080, 8000, 8001, 8002, 9092) if port_open(p + self.off)]
+        p = self.ports
+        busy = [x for x in (p.gateway, p.triton_http, p.triton_grpc, p.triton_metrics, p.kafka) if port_open(x)]
         if busy:
-            raise SystemExit(f"ports busy at offset {self.off}: {busy}")
+            raise SystemExit(f"ports busy at offset {p.offset}: {busy}")
         if self.a.database_url:
             self._empty_pg()
-        env = stack_env(
+        env = child_env(
             self.var,
-            self.off,
             PRECIS_SKIP_INSTALL="1",
             PRECIS_READY_TIMEOUT="600",
             # The load generator is one tenant: lift the per-tenant limit so intake is measured.
@@ -86,9 +88,9 @@ class Bench:
             PRECIS_RATE_LIMIT_BURST="100000",
             **({"PRECIS_DATABASE_URL": self.a.database_url} if self.a.database_url else {}),
         )
-        print(f"starting the stack (scripts/run.sh, offset {self.off}, var {self.var})", flush=True)
-        self.proc = Proc("stack", ["bash", "scripts/run.sh"], env, self.var.parent / f"{self.var.name}-stack.log")
-        wait_until(lambda: http_ok(f"{self.url}/readyz"), 600, "gateway /readyz", self.proc, interval=1.0)
+        print(f"starting the stack (scripts/run.sh, port offset {self.ports.offset}, var {self.var})", flush=True)
+        self.proc = launch_stack(self.ports, env, self.var.parent / f"{self.var.name}-stack.log")
+        wait_stack(self.proc, self.ports, 600)
         print(f"stack ready in {time.monotonic() - self.t0:.0f}s", flush=True)
 
     def _empty_pg(self) -> None:
@@ -510,7 +512,12 @@ class Bench:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--offset", type=int, default=24000, help="port offset of the bench stack")
+    p.add_argument(
+        "--offset",
+        type=int,
+        default=None,
+        help="port offset of the bench stack (scripts/common.sh); default: allocated, every port free",
+    )
     p.add_argument("--var", default=str(ROOT / "var/bench-async"), help="state dir of the bench stack")
     p.add_argument(
         "--database-url",

@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-ENGINE_DIR = ROOT / "model_repository" / "summarizer" / "1"
 EVAL_DIR = ROOT / "tests" / "data" / "eval"
 
 # name -> (engine, dtype, llama.cpp weights)
@@ -75,7 +73,7 @@ class Scorer:
 
     def score(self, items: list[dict], preds: list[str]) -> dict:
         per = {"en": [], "zh": []}
-        for it, pred in zip(items, preds):
+        for it, pred in zip(items, preds, strict=True):
             sc = (self.zh if it["language"] == "zh" else self.en).score(it["reference"], pred)
             per["zh" if it["language"] == "zh" else "en"].append({k: v.fmeasure * 100 for k, v in sc.items()})
         out = {}
@@ -88,8 +86,7 @@ class Scorer:
 
 
 def run_engine(variant: str, items: list[dict], max_tokens: int, batch: int) -> tuple[list[str], dict]:
-    sys.path.insert(0, str(ENGINE_DIR))
-    import summarizer_engine as se
+    import summarizer_engine as se  # the Triton model's engine (editable install, pyproject.toml)
 
     engine_name, dtype, weights = VARIANTS[variant]
     cfg = se.EngineConfig.from_sources(
@@ -151,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown engine variant {variant!r}")
         preds, info = run_engine(variant, items, args.max_tokens, args.batch)
         results["variants"][variant] = {"rouge": scorer.score(items, preds), **info}
-        samples[variant] = {it["id"]: p for it, p in zip(items, preds)}
+        samples[variant] = {it["id"]: p for it, p in zip(items, preds, strict=True)}
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

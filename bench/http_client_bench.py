@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import statistics
 import sys
@@ -24,8 +23,6 @@ sys.path.insert(0, str(ROOT))
 
 from fastapi import FastAPI  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
-
-PORT = 29870
 
 
 class Hop(BaseModel):
@@ -76,7 +73,7 @@ async def amain(args) -> dict:
     import httpx
     from tqdm import tqdm
 
-    url = f"http://127.0.0.1:{PORT}/internal/summarize"
+    url = f"http://127.0.0.1:{args.port}/internal/summarize"
     body = {
         "text": ("The council approved the budget after a long debate. " * 12)[:600],
         "max_summary_tokens": 48,
@@ -139,10 +136,11 @@ def main() -> int:
     args = ap.parse_args()
     import tempfile
 
-    from tests import procs
+    from devstack import PORTS, Proc, child_env, http_ok, wait_until
 
+    args.port = PORTS.one()  # the bench server's
     log = Path(tempfile.mkdtemp(prefix="precis-http-client-")) / "server.log"
-    server = procs.Proc(
+    server = Proc(
         "bench-server",
         [
             sys.executable,
@@ -150,16 +148,16 @@ def main() -> int:
             "uvicorn",
             "bench.http_client_bench:app",
             "--port",
-            str(PORT),
+            str(args.port),
             "--log-level",
             "warning",
             "--no-access-log",
         ],
-        {**os.environ, "PYTHONPATH": str(ROOT)},
+        child_env(),
         log,
     )
     try:
-        procs.wait_until(lambda: procs.http_ok(f"http://127.0.0.1:{PORT}/docs"), 30, "bench server", server, 0.3)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{args.port}/docs"), 30, "bench server", server, 0.3)
         res = asyncio.run(amain(args))
     finally:
         server.stop()

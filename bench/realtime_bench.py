@@ -26,7 +26,7 @@ gateway back to back (ABBA), with the hops' CPU time per request; repeated with 
 
 Closed loop: C clients, each sends its next request when the previous one returns.
 summaries/s = requests / wall time. Every component runs on this machine, on private ports
-(25000/25100/25200 + default).
+(allocated by devstack.PORTS).
 """
 
 from __future__ import annotations
@@ -49,14 +49,12 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "model_repository" / "summarizer" / "1"))
 
 from bench.eval import load_items  # noqa: E402
 from common.triton_client import SummarizerClient  # noqa: E402
-from tests import procs  # noqa: E402
-from tests.procs import cpu_seconds  # noqa: E402
+from devstack import PORTS, Proc, TritonPorts, child_env, http_ok, wait_until  # noqa: E402
+from devstack import start_triton as start_triton_server  # noqa: E402
 
-OFFSET = 25000
 PY = sys.executable
 LEVELS = (1, 4, 8, 16)
 REQUESTS = {1: 12, 4: 24, 8: 32, 16: 48}
@@ -93,28 +91,17 @@ def make_prompts(chars: int) -> list[dict]:
 # --------------------------------------------------------------------------- processes
 
 
-class Proc(procs.Proc):
-    """tests.procs.Proc with its log in ``logdir`` and its CPU time at hand."""
-
-    def __init__(self, name: str, argv: list[str], env: dict, logdir: Path) -> None:
-        super().__init__(name, [str(a) for a in argv], env, logdir / f"{name}.log")
-
-    def stop(self) -> None:
-        super().stop(timeout=40)
-
-    def cpu_s(self) -> float:
-        return cpu_seconds(self.p.pid)
+def proc(name: str, argv: list, env: dict, logdir: Path) -> Proc:
+    """devstack.Proc with its log in ``logdir`` (its CPU time at hand: ``cpu_s()``)."""
+    return Proc(name, argv, env, logdir / f"{name}.log", stop_timeout=40)
 
 
 def wait_http(url: str, proc: Proc, timeout: float) -> None:
-    procs.wait_until(lambda: procs.http_ok(url), timeout, url, proc)
+    wait_until(lambda: http_ok(url), timeout, url, proc)
 
 
 def base_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRECIS_") or k in ("PRECIS_CACHE", "PRECIS_VENV")}
-    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", PRECIS_ENV="local", PRECIS_LOG_LEVEL="WARNING")
-    env.update(extra)
-    return env
+    return child_env(PRECIS_ENV="local", PRECIS_LOG_LEVEL="WARNING", **extra)
 
 
 def strip_block(config: str, name: str) -> str:
@@ -141,51 +128,48 @@ def model_repo(tmp: Path, batching: bool) -> Path:
     return repo
 
 
-# Port offsets: Triton with the default repository (and realtime_svc, gateway), the same
-# repository with dynamic batching off, and FP32 transformers. All three stay up together so
-# their ratios come from interleaved measurements (see the module docstring).
-DEFAULT, NOBATCH, FP32 = OFFSET, OFFSET + 100, OFFSET + 200
+# Triton with the default repository (and realtime_svc, gateway), the same repository with
+# dynamic batching off, and FP32 transformers, each on its own ports. All three stay up together
+# so their ratios come from interleaved measurements (see the module docstring).
+def start_triton(tmp: Path, name: str, repo: Path, ports: TritonPorts, **env_extra: str) -> Proc:
+    env = base_env(PRECIS_TRITON_MODEL_REPOSITORY=str(repo), **env_extra)
+    return start_triton_server(ports, env, tmp / f"{name}.log", 300, name=name)
 
 
-def start_triton(tmp: Path, name: str, repo: Path, offset: int = OFFSET, **env_extra: str) -> Proc:
-    env = base_env(
-        PRECIS_TRITON_HTTP_PORT=str(8000 + offset),
-        PRECIS_TRITON_GRPC_PORT=str(8001 + offset),
-        PRECIS_TRITON_METRICS_PORT=str(8002 + offset),
-        PRECIS_TRITON_MODEL_REPOSITORY=str(repo),
-        **env_extra,
-    )
-    proc = Proc(name, ["bash", "scripts/triton.sh"], env, tmp)
-    wait_http(f"http://127.0.0.1:{8000 + offset}/v2/health/ready", proc, 300)
-    return proc
+def triton_client(ports: TritonPorts) -> SummarizerClient:
+    return SummarizerClient(ports.grpc_url, "summarizer")
 
 
-def triton_client(offset: int) -> SummarizerClient:
-    return SummarizerClient(f"127.0.0.1:{8001 + offset}", "summarizer")
-
-
-def start_services(tmp: Path) -> list[Proc]:
-    rt = Proc(
+def start_services(tmp: Path, triton: TritonPorts) -> list[Proc]:
+    """realtime_svc on ``triton``, the gateway in front of it (its URL: ``gateway_url``)."""
+    rt_port, gw_port = PORTS.one(), PORTS.one()
+    rt = proc(
         "realtime_svc",
         [PY, "-m", "realtime_svc"],
-        base_env(PRECIS_PORT=str(8081 + OFFSET), PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{8001 + OFFSET}"),
+        base_env(PRECIS_PORT=str(rt_port), PRECIS_TRITON_GRPC_URL=triton.grpc_url),
         tmp,
     )
-    gw = Proc(
+    rt.port = rt_port
+    gw = proc(
         "gateway",
         [PY, "-m", "gateway"],
         base_env(
-            PRECIS_PORT=str(8080 + OFFSET),
-            PRECIS_REALTIME_URL=f"http://127.0.0.1:{8081 + OFFSET}",
-            PRECIS_ASYNC_URL=f"http://127.0.0.1:{8082 + OFFSET}",
+            PRECIS_PORT=str(gw_port),
+            PRECIS_REALTIME_URL=f"http://127.0.0.1:{rt_port}",
+            PRECIS_ASYNC_URL=f"http://127.0.0.1:{PORTS.one()}",  # nothing listens: realtime only
             PRECIS_RATE_LIMIT_PER_MINUTE="1000000",
             PRECIS_RATE_LIMIT_BURST="100000",
         ),
         tmp,
     )
-    wait_http(f"http://127.0.0.1:{8081 + OFFSET}/readyz", rt, 60)
-    wait_http(f"http://127.0.0.1:{8080 + OFFSET}/healthz", gw, 60)
+    gw.port = gw_port
+    wait_http(f"http://127.0.0.1:{rt_port}/readyz", rt, 60)
+    wait_http(f"http://127.0.0.1:{gw_port}/healthz", gw, 60)
     return [rt, gw]
+
+
+def gateway_url(services: list[Proc]) -> str:
+    return f"http://127.0.0.1:{services[1].port}"
 
 
 # --------------------------------------------------------------------------- load
@@ -298,7 +282,7 @@ async def interleaved_single(arms: dict, prompts: list[dict], rounds: int, desc:
     lat = await abba_rounds(arms, prompts, rounds, desc)
     out = {n: {"rounds": rounds, "p50_ms": round(statistics.median(v) * 1000, 1)} for n, v in lat.items()}
     a, b = list(arms)[:2]
-    out[f"median_ratio_{a}_over_{b}"] = round(statistics.median(x / y for x, y in zip(lat[a], lat[b])), 3)
+    out[f"median_ratio_{a}_over_{b}"] = round(statistics.median(x / y for x, y in zip(lat[a], lat[b], strict=True)), 3)
     log(f"{desc}: {out}")
     return out
 
@@ -326,11 +310,11 @@ async def post_json(http: aiohttp.ClientSession, url: str, body: dict, headers: 
             raise RuntimeError(f"{r.status} {data[:200]!r}")
 
 
-def gateway_caller(http: aiohttp.ClientSession, max_tokens: int):
+def gateway_caller(http: aiohttp.ClientSession, url: str, max_tokens: int):
     async def call(p: dict) -> None:
         await post_json(
             http,
-            f"http://127.0.0.1:{8080 + OFFSET}/v1/summaries",
+            f"{url}/v1/summaries",
             {"text": p["text"], "mode": "realtime", "max_summary_tokens": max_tokens},
             {"Authorization": "Bearer precis-dev-key"},
         )
@@ -367,7 +351,7 @@ async def interleaved_probe(
     cpu0 = {h.name: h.cpu_s() for h in hops or []}
     lat = await abba_rounds({"direct": direct, "gateway": gateway}, prompts, rounds, desc)
     d_lat, g_lat = lat["direct"], lat["gateway"]
-    diffs = [g - d for g, d in zip(g_lat, d_lat)]
+    diffs = [g - d for g, d in zip(g_lat, d_lat, strict=True)]
     out = {
         "pairs": rounds,
         "direct_p50_ms": round(statistics.median(d_lat) * 1000, 2),
@@ -452,24 +436,25 @@ async def amain(args) -> dict:
     # Everything compared stays up for the whole run (idle servers take no CPU): ours with the
     # default repository (Triton + realtime_svc + gateway), the same repository with dynamic
     # batching off, FP32 transformers, and llama-cpp-python's server on the same GGUF file.
-    port = 8090 + OFFSET
+    port = PORTS.one()
+    default, nobatch_ports, fp32_ports = TritonPorts.allocate(), TritonPorts.allocate(), TritonPorts.allocate()
     threads = str(len(os.sched_getaffinity(0)))
     procs: list[Proc] = []
     clients: list[SummarizerClient] = []
     try:
-        procs.append(start_triton(tmp, "triton-default", model_repo(tmp, True), DEFAULT))
-        procs.append(start_triton(tmp, "triton-nobatch", model_repo(tmp, False), NOBATCH))
+        procs.append(start_triton(tmp, "triton-default", model_repo(tmp, True), default))
+        procs.append(start_triton(tmp, "triton-nobatch", model_repo(tmp, False), nobatch_ports))
         procs.append(
             start_triton(
                 tmp,
                 "triton-transformers-fp32",
                 model_repo(tmp, True),
-                FP32,
+                fp32_ports,
                 PRECIS_MODEL_ENGINE="transformers",
                 PRECIS_MODEL_DTYPE="float32",
             )
         )
-        srv = Proc(
+        srv = proc(
             "llamacpp-server",
             [
                 PY,
@@ -495,14 +480,15 @@ async def amain(args) -> dict:
         )
         procs.append(srv)
         wait_http(f"http://127.0.0.1:{port}/v1/models", srv, 120)
-        services = start_services(tmp)
+        services = start_services(tmp, default)
+        gw_url = gateway_url(services)
         procs.extend(services)
-        ours, nobatch, fp32 = (triton_client(o) for o in (DEFAULT, NOBATCH, FP32))
+        ours, nobatch, fp32 = (triton_client(o) for o in (default, nobatch_ports, fp32_ports))
         clients = [ours, nobatch, fp32]
         phases.update(1)
 
         async with http_session() as http:
-            direct, gateway = direct_caller(ours, mt), gateway_caller(http, mt)
+            direct, gateway = direct_caller(ours, mt), gateway_caller(http, gw_url, mt)
             llama = llamacpp_caller(http, mt, port)
             for call in (direct_caller(nobatch, mt), direct_caller(fp32, mt), llama):
                 await call(prompts[0])  # first request pays one-time costs
@@ -517,7 +503,7 @@ async def amain(args) -> dict:
             )
             res["overhead_probe_1_token"] = await interleaved_probe(
                 direct_caller(ours, 1),
-                gateway_caller(http, 1),
+                gateway_caller(http, gw_url, 1),
                 prompts,
                 args.probe_rounds * 2,
                 "overhead probe max_tokens=1",

@@ -1,11 +1,13 @@
-"""Kafka topic names, client factories and topic creation (aiokafka)."""
+"""Kafka clients (aiokafka): producer and consumer factories, topic creation, topic audits.
+
+The topic names live in :mod:`common.topics`; they are re-exported here because most callers
+use them together with a client (``kafka.make_consumer(s, kafka.JOBS, ...)``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -13,36 +15,28 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from common.settings import CommonSettings
+from common.settings import KafkaSettings
+from common.topics import EVENTS, JOBS, JOBS_DLQ, JOBS_RETRY, TopicSpec, topic_specs
+
+__all__ = [
+    "EVENTS",
+    "JOBS",
+    "JOBS_DLQ",
+    "JOBS_RETRY",
+    "TopicSpec",
+    "dumps",
+    "ensure_topics",
+    "loads",
+    "make_consumer",
+    "make_producer",
+    "read_topic",
+    "topic_specs",
+]
 
 log = logging.getLogger(__name__)
 
-JOBS = "precis.jobs"
-JOBS_RETRY = "precis.jobs.retry"
-JOBS_DLQ = "precis.jobs.dlq"
-EVENTS = "precis.events"
 
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    config: dict[str, str]
-
-
-WEEK_MS = str(7 * 24 * 3600 * 1000)
-
-
-def topic_specs(s: CommonSettings) -> tuple[TopicSpec, ...]:
-    return (
-        TopicSpec(JOBS, s.kafka_jobs_partitions, {"retention.ms": WEEK_MS}),
-        TopicSpec(JOBS_RETRY, s.kafka_jobs_partitions, {"retention.ms": WEEK_MS}),
-        TopicSpec(JOBS_DLQ, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(EVENTS, s.kafka_events_partitions, {"retention.ms": WEEK_MS}),
-    )
-
-
-def _security_kwargs(s: CommonSettings) -> dict[str, Any]:
+def _security_kwargs(s: KafkaSettings) -> dict[str, Any]:
     kw: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
     if s.kafka_sasl_mechanism:
         kw["sasl_mechanism"] = s.kafka_sasl_mechanism
@@ -63,7 +57,7 @@ def loads(raw: bytes) -> Any:
     return json.loads(raw)
 
 
-def make_producer(s: CommonSettings, client_id: str) -> AIOKafkaProducer:
+def make_producer(s: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     # acks=all + idempotence: a send that returned is on every in-sync replica, once.
     return AIOKafkaProducer(
         bootstrap_servers=s.kafka_bootstrap_servers,
@@ -78,7 +72,7 @@ def make_producer(s: CommonSettings, client_id: str) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(s: CommonSettings, *topics: str, group_id: str, client_id: str, **kw: Any) -> AIOKafkaConsumer:
+def make_consumer(s: KafkaSettings, *topics: str, group_id: str, client_id: str, **kw: Any) -> AIOKafkaConsumer:
     # Manual commits only: offsets move after the effect is durable (at-least-once delivery).
     return AIOKafkaConsumer(
         *topics,
@@ -93,7 +87,7 @@ def make_consumer(s: CommonSettings, *topics: str, group_id: str, client_id: str
     )
 
 
-async def ensure_topics(s: CommonSettings, timeout_s: float = 60.0) -> None:
+async def ensure_topics(s: KafkaSettings, timeout_s: float = 60.0) -> None:
     """Create the platform's topics if missing (idempotent), waiting for the broker to come up."""
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(timeout_s),
@@ -150,15 +144,3 @@ async def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
         return out
     finally:
         await c.stop()
-
-
-async def wait_for_broker(s: CommonSettings, timeout_s: float = 60.0) -> None:
-    await ensure_topics(s, timeout_s)
-
-
-def main() -> int:
-    logging.basicConfig(level=logging.INFO)
-    s = CommonSettings()
-    asyncio.run(ensure_topics(s))
-    print("topics ready:", ", ".join(f"{t.name}({t.partitions})" for t in topic_specs(s)))
-    return 0

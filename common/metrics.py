@@ -1,4 +1,8 @@
-"""Prometheus metrics shared across services, and an ASGI middleware for HTTP latency."""
+"""Prometheus metrics shared across services, and an ASGI middleware for HTTP latency.
+
+Only metrics more than one service records live here (HTTP latency, the outbox relay of async_svc
+and worker); a service's own metrics sit in its package (gateway/metrics.py,
+realtime_svc/metrics.py, async_svc/metrics.py, worker/runner.py and worker/main.py, notifier/service.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,6 @@ HTTP_LATENCY = Histogram(
 )
 HTTP_IN_FLIGHT = Gauge("precis_http_in_flight_requests", "HTTP requests being served", ["service"])
 OUTBOX_PUBLISHED = Counter("precis_outbox_published_total", "Outbox messages published to Kafka")
-INTAKE_BATCH = Histogram(
-    "precis_intake_commit_batch_jobs",
-    "Jobs written per intake transaction (async_svc group commit)",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)
 OUTBOX_LAG = Gauge("precis_outbox_lag_seconds", "Age of the oldest outbox row in the last published batch")
 
 

@@ -53,6 +53,12 @@ class Problem(Exception):
         return doc
 
 
+def invalid_body(detail: str, **extra: Any) -> Problem:
+    """422 ``validation-error``: a body that parsed but is not acceptable (blank text, a field the
+    chosen mode does not take); the same type and title as the schema-validation answers."""
+    return Problem(422, "validation-error", "Request body is not valid", detail, **extra)
+
+
 def problem_response(p: Problem, instance: str | None = None) -> JSONResponse:
     return JSONResponse(p.body(instance), status_code=p.status, headers=p.headers, media_type=PROBLEM_JSON)
 

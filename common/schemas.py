@@ -38,6 +38,18 @@ class JobStatus(StrEnum):
 TERMINAL_STATES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
+class NotificationStatus(StrEnum):
+    """One (job, channel) delivery: pending until sent, or failed after every attempt."""
+
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"
+
+    @property
+    def settled(self) -> bool:
+        return self is not NotificationStatus.pending
+
+
 class Notify(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr | None = None
@@ -151,6 +163,9 @@ class RealtimeRequest(BaseModel):
 
 
 class JobParams(BaseModel):
+    """A job's parameters: stored in ``jobs.params`` and carried by every job message; readers go
+    through this schema (its defaults), never through ``dict.get`` with defaults of their own."""
+
     max_summary_tokens: int = DEFAULT_ASYNC_SUMMARY_TOKENS
     language: str = "auto"
 

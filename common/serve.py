@@ -1,19 +1,18 @@
-"""Process entry helpers: run a FastAPI app (HTTP services) or a consumer plus its health server."""
+"""Process entry helpers: run a FastAPI app (HTTP services), or the health server beside a consumer
+(the app it serves is built by ``common.health.consumer_health_app``)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-
-from common.metrics import install_metrics
 
 log = logging.getLogger(__name__)
+
+__all__ = ["KEEP_ALIVE_S", "health_server", "run_http"]
 
 # How long an idle keep-alive connection stays open on our servers. uvicorn's default (5 s) equals
 # httpx's default idle expiry (the gateway's clients of async_svc/realtime_svc, most callers): a
@@ -46,7 +45,7 @@ class _HealthServer(uvicorn.Server):
         yield
 
 
-def health_server(app, port: int) -> uvicorn.Server:
+def health_server(app: Any, port: int) -> uvicorn.Server:
     """A uvicorn server for /healthz, /readyz, /metrics beside a consumer loop."""
     config = uvicorn.Config(
         app,
@@ -58,25 +57,3 @@ def health_server(app, port: int) -> uvicorn.Server:
         timeout_keep_alive=KEEP_ALIVE_S,
     )
     return _HealthServer(config)
-
-
-async def serve_health(server: uvicorn.Server) -> asyncio.Task:
-    return asyncio.create_task(server.serve(), name="health-server")
-
-
-def consumer_health_app(service: str, checks: Callable[[], Awaitable[dict[str, bool]]]) -> FastAPI:
-    """/healthz (process alive), /readyz (every named check true), /metrics for a Kafka consumer."""
-    app = FastAPI(title=f"Précis {service}", openapi_url=None)
-    install_metrics(app, service)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        results = await checks()
-        ok = all(results.values())
-        return JSONResponse({"ready": ok, "checks": results}, status_code=200 if ok else 503)
-
-    return app

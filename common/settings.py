@@ -1,80 +1,132 @@
-"""Typed settings (pydantic-settings, env prefix ``PRECIS_``).
+"""Typed settings (pydantic-settings, env prefix ``PRECIS_``), composed per component.
 
-Every service subclasses :class:`CommonSettings` with its own fields. Settings fail fast: a bad
-value stops the process at start-up, and outside ``local`` mode default secrets are refused.
+Each piece below holds the fields of one shared component, with the fail-fast rules that belong
+to it; every service's settings class (``<service>/config.py``) inherits only the pieces it uses,
+so a service never needs a value it does not read (the gateway and realtime_svc get no database
+URL, say). Env var names are the field names with the prefix: ``database_url`` is
+``PRECIS_DATABASE_URL``. Settings fail fast: a bad value stops the process at start-up, and
+outside ``local`` mode default secrets are refused.
+
+==================  ==================================================================  =================
+piece               fields                                                              composed by
+==================  ==================================================================  =================
+PrecisSettings      env, log_level, service_name (+ ``is_local``)                       every piece
+HttpServerSettings  port                                                                the five services
+StoreSettings       database_url (a server database outside local mode)                 async_svc, worker,
+                                                                                        notifier, migrate
+KafkaSettings       kafka_bootstrap_servers, kafka_security_protocol, kafka_sasl_*,     async_svc, worker,
+                    kafka_replication_factor, kafka_jobs/events_partitions              notifier, topics
+TritonSettings      triton_grpc_url, triton_model                                       realtime_svc, worker
+TokenizerSettings   tokenizer_path                                                      gateway,
+                                                                                        realtime_svc, worker
+PublicUrlSettings   public_base_url                                                     gateway, notifier
+==================  ==================================================================  =================
+
+:class:`CommonSettings` (store + Kafka) is for the one-off tools (``python -m common.migrate``,
+``python -m common.topics``) and tests that need a broker or a store; no service uses it.
 """
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# cache_dir/var_dir/REPO_ROOT are defined in common.paths and re-exported here for existing imports.
+from common.paths import REPO_ROOT, cache_dir, var_dir
 
-# The documented local-only API key (README). Refused whenever PRECIS_ENV is not "local".
-DEFAULT_DEV_API_KEY = "precis-dev-key"
+__all__ = [
+    "REPO_ROOT",
+    "CommonSettings",
+    "HttpServerSettings",
+    "KafkaSettings",
+    "PrecisSettings",
+    "PublicUrlSettings",
+    "StoreSettings",
+    "TokenizerSettings",
+    "TritonSettings",
+    "cache_dir",
+    "refuse_default_secret",
+    "var_dir",
+]
 
 
-def cache_dir() -> Path:
-    """Where big downloads live, outside the clone, so every clone and CI run reuses them."""
-    return Path(os.environ.get("PRECIS_CACHE", Path.home() / ".cache" / "precis"))
+class PrecisSettings(BaseSettings):
+    """What every process has: its mode, its logging."""
 
-
-def var_dir() -> Path:
-    """Local state (SQLite file, Kafka data, mail sink) lives under ``var/`` unless overridden."""
-    return Path(os.environ.get("PRECIS_VAR_DIR", REPO_ROOT / "var"))
-
-
-class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRECIS_", extra="ignore", frozen=True)
 
     env: Literal["local", "test", "production"] = "local"
     log_level: str = "INFO"
     service_name: str = "precis"
-    port: int | None = None
-
-    database_url: str = Field(default_factory=lambda: f"sqlite+aiosqlite:///{var_dir() / 'precis.db'}")
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-
-    # Topic layout (python -m common.topics); Strimzi KafkaTopic resources use the chart's values.
-    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
-    kafka_jobs_partitions: int = Field(default=6, ge=1, le=1000)
-    kafka_events_partitions: int = Field(default=6, ge=1, le=1000)
-
-    triton_grpc_url: str = "127.0.0.1:8001"
-    triton_model: str = "summarizer"
-    tokenizer_path: Path | None = None
-
-    # Chunking shared by the gateway (routing estimate) and the worker (map-reduce).
-    chunk_tokens: int = Field(default=768, ge=64, le=8192)
 
     @property
     def is_local(self) -> bool:
         return self.env in ("local", "test")
 
-    @model_validator(mode="after")
-    def _production_needs_real_backends(self) -> CommonSettings:
-        if not self.is_local and self.database_url.startswith("sqlite"):
-            raise ValueError("PRECIS_DATABASE_URL must name a server database (PostgreSQL) outside local mode")
-        return self
 
-
-def refuse_default_secret(settings: CommonSettings, name: str, value: SecretStr | str | None, default: str) -> None:
+def refuse_default_secret(settings: PrecisSettings, name: str, value: SecretStr | str | None, default: str) -> None:
     """Fail fast when a secret still holds its documented default outside local mode."""
     raw = value.get_secret_value() if isinstance(value, SecretStr) else value
     if not settings.is_local and raw == default:
         raise ValueError(f"{name} still has its default value; set a real secret for PRECIS_ENV={settings.env}")
 
 
-@lru_cache
-def common_settings() -> CommonSettings:
-    return CommonSettings()
+class HttpServerSettings(PrecisSettings):
+    """The service's HTTP listener (API, or /healthz + /metrics); unset: the service's own default."""
+
+    port: int | None = None
+
+
+class StoreSettings(PrecisSettings):
+    """The job store (SQLAlchemy URL): SQLite under var/ locally, PostgreSQL anywhere else."""
+
+    database_url: str = Field(default_factory=lambda: f"sqlite+aiosqlite:///{var_dir() / 'precis.db'}")
+
+    @model_validator(mode="after")
+    def _store_needs_a_server_outside_local(self) -> Self:
+        if not self.is_local and self.database_url.startswith("sqlite"):
+            raise ValueError("PRECIS_DATABASE_URL must name a server database (PostgreSQL) outside local mode")
+        return self
+
+
+class KafkaSettings(PrecisSettings):
+    """The broker connection, and the topic layout (python -m common.topics; Strimzi KafkaTopic
+    resources use the chart's values)."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
+    kafka_jobs_partitions: int = Field(default=6, ge=1, le=1000)
+    kafka_events_partitions: int = Field(default=6, ge=1, le=1000)
+
+
+class TritonSettings(PrecisSettings):
+    """The Triton server (gRPC) and the model it serves."""
+
+    triton_grpc_url: str = "127.0.0.1:8001"
+    triton_model: str = "summarizer"
+
+
+class TokenizerSettings(PrecisSettings):
+    """The model's tokenizer, for real token counts (unset: the pinned one under the cache,
+    common.tokenization)."""
+
+    tokenizer_path: Path | None = None
+
+
+class PublicUrlSettings(PrecisSettings):
+    """External base URL for status_url/Location and notification links (unset: from the request)."""
+
+    public_base_url: str | None = None
+
+
+class CommonSettings(StoreSettings, KafkaSettings):
+    """The one-off tools' settings (common.migrate: the store; common.topics: Kafka) and the
+    tests' broker/store helpers. Services compose their own pieces instead."""

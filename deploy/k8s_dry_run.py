@@ -36,8 +36,11 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script (make k8s-dry-run): common/ from this clone
+from common.paths import cache_dir  # noqa: E402
+
 CHART = REPO / "deploy" / "helm" / "precis"
-CACHE = Path(os.environ.get("PRECIS_CACHE", Path.home() / ".cache" / "precis"))
+CACHE = cache_dir()
 RELEASE = "rel"
 FIELD_MANAGER = "precis-dryrun"
 NS_PREFIX = "precis-dryrun-"

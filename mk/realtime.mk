@@ -17,7 +17,7 @@ eval: install
 
 # The benchmark reads ROUGE-L from the eval results; they are (re)computed when missing or
 # older than the engine or the eval data.
-$(EVAL_JSON): bench/eval.py model_repository/summarizer/1/summarizer_engine.py tests/data/eval/eval_en.jsonl tests/data/eval/eval_zh.jsonl
+$(EVAL_JSON): bench/eval.py $(wildcard model_repository/summarizer/1/summarizer_engine/*.py) tests/data/eval/eval_en.jsonl tests/data/eval/eval_zh.jsonl
 	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.eval --engines $(EVAL_ENGINES) --out $(EVAL_JSON) $(EVAL_ARGS)
 
 bench-realtime: install $(EVAL_JSON)

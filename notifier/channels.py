@@ -14,6 +14,7 @@ from typing import Any
 import aiosmtplib
 import httpx
 
+from common.schemas import JobStatus
 from notifier.config import NotifierSettings
 
 
@@ -22,7 +23,7 @@ def build_email(s: NotifierSettings, *, to: str, job: dict[str, Any], event_id: 
     status = job["status"]
     msg["From"] = s.smtp_from
     msg["To"] = to
-    msg["Subject"] = f"Your Précis summary {'is ready' if status == 'succeeded' else status}: {job['id']}"
+    msg["Subject"] = f"Your Précis summary {'is ready' if status == JobStatus.succeeded else status}: {job['id']}"
     msg["Date"] = formatdate(usegmt=True)
     # Deterministic Message-ID: a redelivered event produces the same message, which mail systems
     # can deduplicate even in the crash window between "sent" and "recorded".

@@ -5,12 +5,14 @@ from functools import lru_cache
 
 from pydantic import Field, SecretStr, model_validator
 
-from common.settings import CommonSettings, refuse_default_secret
+from common.settings import HttpServerSettings, KafkaSettings, PublicUrlSettings, StoreSettings, refuse_default_secret
 
 DEFAULT_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"precis-local-dev-webhook-secret").decode()
 
 
-class NotifierSettings(CommonSettings):
+class NotifierSettings(HttpServerSettings, StoreSettings, KafkaSettings, PublicUrlSettings):
+    """Email/webhook delivery: the store (job lookups), the broker (job events), SMTP, webhooks."""
+
     service_name: str = "notifier"
     group_id: str = "precis-notifier"
     smtp_host: str = "127.0.0.1"
@@ -24,7 +26,6 @@ class NotifierSettings(CommonSettings):
     webhook_secret: SecretStr = SecretStr(DEFAULT_WEBHOOK_SECRET)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     send_attempts: int = Field(default=4, ge=1, le=20)
-    public_base_url: str | None = None
 
     @model_validator(mode="after")
     def _secrets(self) -> NotifierSettings:

@@ -1,5 +1,6 @@
 """Event consumer: one notification per (job, channel), deduplicated in the store, retried with
-backoff; offsets committed after the outcome is recorded."""
+backoff. The Kafka loop is common/consumer.py's (the worker's too): offsets are committed, with
+retries, after the outcome is recorded; a redelivery is harmless (deduplicated)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import signal
 
 import aiosmtplib
 import httpx
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka import ConsumerRecord, TopicPartition
 from fastapi import FastAPI
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -17,9 +18,11 @@ from sqlalchemy import select
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from common import kafka
+from common.consumer import ConsumerLoop
+from common.health import consumer_health_app
 from common.logs import setup_logging
-from common.schemas import JobEvent
-from common.serve import consumer_health_app, health_server
+from common.schemas import JobEvent, JobStatus, NotificationStatus
+from common.serve import health_server
 from common.store import Database, Job, Notification
 from notifier.channels import build_email, send_email, send_webhook, webhook_payload
 from notifier.config import NotifierSettings, get_settings
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SENT = Counter("precis_notifications_total", "Notifications by channel and outcome", ["channel", "outcome"])
 RETRYABLE = (aiosmtplib.SMTPException, OSError, httpx.HTTPError, asyncio.TimeoutError)
+# How long SIGTERM lets running deliveries finish; the rest are redelivered (deduplicated).
+DRAIN_TIMEOUT_S = 30.0
 
 
 class Notifier:
@@ -35,19 +40,29 @@ class Notifier:
         self.s = s
         self.db = db
         self.http = http
-        self.running = False
         self.stopping = asyncio.Event()
+        self.loop: ConsumerLoop | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.loop is not None and self.loop.running
 
     async def _claim(self, job_id: str, channel: str, event_id: str) -> bool:
         """True if this (job, channel) still needs sending."""
         async with self.db.transaction() as s:
             row = await s.get(Notification, (job_id, channel))
             if row is None:
-                s.add(Notification(job_id=job_id, channel=channel, event_id=event_id, status="pending", attempts=0))
+                s.add(
+                    Notification(
+                        job_id=job_id, channel=channel, event_id=event_id, status=NotificationStatus.pending, attempts=0
+                    )
+                )
                 return True
-            return row.status not in ("sent", "failed")
+            return not row.status.settled
 
-    async def _record(self, job_id: str, channel: str, status: str, attempts: int, detail: str | None) -> None:
+    async def _record(
+        self, job_id: str, channel: str, status: NotificationStatus, attempts: int, detail: str | None
+    ) -> None:
         async with self.db.transaction() as s:
             row = await s.get(Notification, (job_id, channel))
             if row is not None:
@@ -65,9 +80,9 @@ class Notifier:
             return
         view = {
             "id": job.id,
-            "status": job.status,
+            "status": job.status.value,
             "summary": job.summary,
-            "error": job.error_detail if job.status == "failed" else None,
+            "error": job.error_detail if job.status == JobStatus.failed else None,
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         }
         targets = []
@@ -95,35 +110,25 @@ class Notifier:
                             await send_webhook(self.s, self.http, target, ev.event_id, webhook_payload(ev.type, view))
             except RETRYABLE as exc:
                 log.warning("%s for job %s failed after %d attempts: %s", channel, job.id, attempts, exc)
-                await self._record(job.id, channel, "failed", attempts, f"{type(exc).__name__}: {exc}"[:500])
+                await self._record(
+                    job.id, channel, NotificationStatus.failed, attempts, f"{type(exc).__name__}: {exc}"[:500]
+                )
                 SENT.labels(channel, "failed").inc()
                 continue
-            await self._record(job.id, channel, "sent", attempts, None)
+            await self._record(job.id, channel, NotificationStatus.sent, attempts, None)
             SENT.labels(channel, "sent").inc()
             log.info("%s sent for job %s (%s)", channel, job.id, ev.type)
 
+    async def handle_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        for rec in records:
+            await self.handle(rec.value)
+
     async def run(self) -> None:
-        consumer = kafka.make_consumer(
-            self.s, kafka.EVENTS, group_id=self.s.group_id, client_id="notifier", max_poll_records=50
+        consumer = kafka.make_consumer(self.s, group_id=self.s.group_id, client_id="notifier", max_poll_records=50)
+        self.loop = ConsumerLoop(
+            consumer, [kafka.EVENTS], self.handle_batch, drain_timeout_s=DRAIN_TIMEOUT_S, stopping=self.stopping
         )
-        await consumer.start()
-        self.running = True
-        try:
-            while not self.stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=500)
-                for tp, records in batch.items():
-                    for rec in records:
-                        await self.handle(rec.value)
-                    # Every effect of this batch is recorded: commit. A failed commit (broker
-                    # restarting, group rebalancing) is not fatal: the effects are deduplicated,
-                    # so a redelivery is harmless, and the next commit covers these offsets.
-                    try:
-                        await consumer.commit({tp: records[-1].offset + 1})
-                    except (KafkaError, IllegalStateError) as exc:
-                        log.warning("commit of %s failed (%s); events may be redelivered (deduplicated)", tp, exc)
-        finally:
-            self.running = False
-            await consumer.stop()
+        await self.loop.run()
 
 
 def health_app(n: Notifier) -> FastAPI:

@@ -4,10 +4,12 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from common.settings import CommonSettings
+from common.settings import HttpServerSettings, TokenizerSettings, TritonSettings
 
 
-class RealtimeSettings(CommonSettings):
+class RealtimeSettings(HttpServerSettings, TokenizerSettings, TritonSettings):
+    """Short texts straight to Triton: no store, no broker."""
+
     service_name: str = "realtime_svc"
     # Texts above this many tokens get 413: they belong to the async path.
     realtime_max_input_tokens: int = Field(default=1536, ge=16, le=8192)

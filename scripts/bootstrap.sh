@@ -49,6 +49,17 @@ else
   log "python dependencies up to date ($PRECIS_VENV)"
 fi
 rm -f "$req"
+# The SDK and `precis` CLI (sdk/, distribution precis-client) into the venv, so `precis` is on
+# its PATH. A regular install, not editable: the venv lives in the cache, shared by every clone
+# on this machine, and an editable install would point at whichever clone made it. Reinstalled
+# when sdk/ changes (its own stamp); its dependencies (typer, rich) come with the dev extras.
+sdk_stamp="$(cd "$PRECIS_ROOT" && find sdk -type f \( -name '*.py' -o -name '*.toml' -o -name '*.typed' -o -name '*.md' \) \
+  -not -path '*/tests/*' -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)"
+if [ "$(cat "$PRECIS_VENV/.precis-sdk-stamp" 2>/dev/null)" != "$sdk_stamp" ]; then
+  log "installing the precis-client SDK and CLI (sdk/)"
+  "$PY" -m pip install -q --no-deps "$PRECIS_ROOT/sdk"
+  echo "$sdk_stamp" > "$PRECIS_VENV/.precis-sdk-stamp"
+fi
 "$PRECIS_ROOT/scripts/fetch_kafka.sh"
 "$PY" -m common.tokenization export --if-missing >/dev/null
 log "install complete"

@@ -4,12 +4,12 @@
 #   scripts/install_helm.sh            # builds only if missing or the wrong version
 #   HELM_VERSION=v3.20.2 scripts/install_helm.sh
 #
-# Result: ${PRECIS_CACHE:-$HOME/.cache/precis}/bin/helm
+# Result: $PRECIS_CACHE/bin/helm (default: scripts/cache.sh)
 # No Docker, no curl|sh: `go install helm.sh/helm/v3/cmd/helm@<version>` through GOPROXY.
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
-PRECIS_CACHE="${PRECIS_CACHE:-$HOME/.cache/precis}"
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
 BIN_DIR="${PRECIS_CACHE}/bin"
 HELM="${BIN_DIR}/helm"
 STAMP="${BIN_DIR}/helm.buildinfo"

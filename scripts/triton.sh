@@ -10,9 +10,9 @@
 #   PRECIS_TRITON_HTTP_PORT=8000  PRECIS_TRITON_GRPC_PORT=8001  PRECIS_TRITON_METRICS_PORT=8002
 #   PRECIS_TRITON_MODEL_REPOSITORY=<repo>/model_repository
 #   PRECIS_TRITON_LOG_VERBOSE=0   PRECIS_TRITON_EXIT_TIMEOUT_S=10
-#   PRECIS_VENV=${PRECIS_CACHE:-$HOME/.cache/precis}/venv
+#   PRECIS_VENV=$PRECIS_CACHE/venv (PRECIS_CACHE: scripts/cache.sh)
 #   Model settings: PRECIS_MODEL_PATH, PRECIS_MODEL_DEVICE, PRECIS_MODEL_DTYPE, ... (see
-#   model_repository/summarizer/1/summarizer_engine.py); they reach model.py through the env.
+#   model_repository/summarizer/1/summarizer_engine/config.py); they reach model.py through the env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

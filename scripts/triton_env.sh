@@ -15,7 +15,8 @@
 #    backend directory of symlinks once under ${PRECIS_CACHE}/triton/backends (the wheel
 #    stays untouched).
 
-PRECIS_CACHE="${PRECIS_CACHE:-$HOME/.cache/precis}"
+# shellcheck source=scripts/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
 PRECIS_VENV="${PRECIS_VENV:-$PRECIS_CACHE/venv}"
 _precis_py="$PRECIS_VENV/bin/python"
 if [[ ! -x "$_precis_py" ]]; then

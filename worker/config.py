@@ -4,11 +4,15 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from common.settings import CommonSettings
+from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, TokenizerSettings, TritonSettings
 
 
-class WorkerSettings(CommonSettings):
+class WorkerSettings(HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings):
+    """Map-reduce of async jobs: the store, the broker, Triton (batch pool) and the tokenizer."""
+
     service_name: str = "worker"
+    # Chunk size of the map step (map-reduce, worker/mapreduce.py).
+    chunk_tokens: int = Field(default=768, ge=64, le=8192)
     group_id: str = "precis-worker"
     max_attempts: int = Field(default=3, ge=1, le=20)
     retry_backoff_s: float = Field(default=5.0, ge=0)

@@ -4,34 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-
-from fastapi import FastAPI
+import socket
+import uuid
 
 from common import kafka
+from common.consumer import ConsumerLoop
 from common.logs import setup_logging
 from common.outbox import OutboxRelay
-from common.serve import consumer_health_app, health_server
+from common.serve import health_server
 from common.store import Database
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient
 from worker.config import WorkerSettings, get_settings
-from worker.consumer import Worker
+from worker.health import health_app
 from worker.mapreduce import ModelCaller
+from worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
 
-def health_app(worker: Worker, triton: SummarizerClient, relay: OutboxRelay) -> FastAPI:
-    async def checks() -> dict[str, bool]:
-        return {
-            "consumer": worker.running,
-            "database": await worker.db.ping(),
-            "triton": await triton.ready(1.0),
-            "outbox": relay.healthy,
-        }
-
-    return consumer_health_app("worker", checks)
+def make_loop(settings: WorkerSettings, runner: JobRunner, owner: str) -> ConsumerLoop:
+    consumer = kafka.make_consumer(
+        settings,
+        group_id=settings.group_id,
+        client_id=f"worker-{owner}",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.session_timeout_ms // 5,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        max_poll_records=settings.max_poll_records,
+    )
+    return ConsumerLoop(
+        consumer, [kafka.JOBS, kafka.JOBS_RETRY], runner.handle_batch, drain_timeout_s=settings.drain_timeout_s
+    )
 
 
 async def amain(settings: WorkerSettings) -> None:
@@ -44,16 +50,19 @@ async def amain(settings: WorkerSettings) -> None:
     await producer.start()
     relay = OutboxRelay(db, producer)
     relay.start()
-    worker = Worker(settings, db, model, counter)
+    owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    runner = JobRunner(settings, db, model, counter, owner)
+    consumer = make_loop(settings, runner, owner)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stopping.set)
+        loop.add_signal_handler(sig, consumer.stopping.set)
 
-    server = health_server(health_app(worker, triton, relay), settings.port or 8083)
+    server = health_server(health_app(consumer, db, triton, relay), settings.port or 8083)
     health = asyncio.create_task(server.serve())
+    log.info("worker %s consuming %s, %s", owner, kafka.JOBS, kafka.JOBS_RETRY)
     try:
-        await worker.run()
+        await consumer.run()
     finally:
         await relay.stop()
         await producer.stop()

@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from common.aio import gather_or_cancel
 from common.chunking import chunk_text, group_for_reduce
+from common.schemas import JobStatus
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient, TritonFailure
 from worker.jobstate import Cancelled, JobStore
@@ -99,7 +100,7 @@ async def summarize_document(
             status = await store.save_chunk(job_id, level, i, sha(inputs[i]), summary)
             done += 1
             out[i] = summary
-            if status == "cancelling":
+            if status == JobStatus.cancelling:
                 raise Cancelled(job_id)
 
         todo = [i for i, o in enumerate(out) if o is None]

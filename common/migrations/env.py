@@ -30,7 +30,10 @@ def _do_run(connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:  # common.migrate always sets it; a bare `alembic upgrade` must say what is missing
+        raise RuntimeError("sqlalchemy.url is not set (run migrations through python -m common.migrate)")
+    engine = create_async_engine(url)
     async with engine.connect() as conn:
         await conn.run_sync(_do_run)
         await conn.commit()

@@ -9,6 +9,8 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from common.schemas import JobParams, JobStatus, NotificationStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -33,6 +35,39 @@ class UTCDateTime(TypeDecorator):
         return value
 
 
+class StatusType(TypeDecorator):
+    """A ``StrEnum`` stored as its plain string (the column stays ``VARCHAR(16)``; no migration)
+    and read back as the enum, so code compares statuses, never bare strings."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[JobStatus] | type[NotificationStatus]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else self.enum(value)
+
+
+class ParamsType(TypeDecorator):
+    """``jobs.params`` as :class:`JobParams` (JSON in the column, validated on the way in and out)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return JobParams.model_validate(value).model_dump(mode="json")
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else JobParams.model_validate(value)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime()}
 
@@ -42,8 +77,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(128), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    params: Mapped[dict[str, Any]]
+    status: Mapped[JobStatus] = mapped_column(StatusType(JobStatus), index=True)
+    params: Mapped[JobParams] = mapped_column(ParamsType)
     # Claim-check: the document itself stays here; Kafka carries only the job id.
     document: Mapped[str] = mapped_column(Text)
     document_bytes: Mapped[int] = mapped_column(Integer)
@@ -108,7 +143,7 @@ class Notification(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[NotificationStatus] = mapped_column(StatusType(NotificationStatus))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -38,7 +37,10 @@ def helm_set_args(images_dir: Path) -> tuple[list[str], dict[str, dict]]:
 
 
 if __name__ == "__main__":
-    cache = Path(os.environ.get("PRECIS_CACHE", Path.home() / ".cache" / "precis"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root
+    from common.paths import cache_dir
+
+    cache = cache_dir()
     try:
         print(" ".join(helm_set_args(cache / "images")[0]))
     except FileNotFoundError as exc:

@@ -5,7 +5,7 @@
 # fails here: "cgroups in hybrid mode not supported") and explicit rlimits (the defaults fail with
 # "error setting rlimit type 7").
 PRECIS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PRECIS_CACHE="${PRECIS_CACHE:-$HOME/.cache/precis}"
+source "$PRECIS_ROOT/scripts/cache.sh"
 PRECIS_VENV="${PRECIS_VENV:-$PRECIS_CACHE/venv}"
 PY="${PY:-$PRECIS_VENV/bin/python}"
 IMAGES_DIR="$PRECIS_CACHE/images"

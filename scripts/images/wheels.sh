@@ -11,7 +11,7 @@
 # The wheel is built with this machine's Python 3.11 and glibc (Debian bookworm), which is
 # exactly what both image bases (Debian bookworm python3 / python:3.11-slim-bookworm) have.
 set -euo pipefail
-PRECIS_CACHE="${PRECIS_CACHE:-$HOME/.cache/precis}"
+source "$(dirname "${BASH_SOURCE[0]}")/../cache.sh"
 PY="${PY:-$PRECIS_CACHE/venv/bin/python}"
 LLAMA_CPP_VERSION="${LLAMA_CPP_VERSION:-0.3.16}"
 # Keep in sync with docker/triton-cpu.Dockerfile (ENV CMAKE_ARGS) and docker/triton.Dockerfile.

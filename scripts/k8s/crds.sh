@@ -18,7 +18,7 @@
 set -euo pipefail
 
 export PATH="/usr/local/go/bin:$PATH"
-PRECIS_CACHE="${PRECIS_CACHE:-$HOME/.cache/precis}"
+source "$(dirname "${BASH_SOURCE[0]}")/../cache.sh"
 CRDS_HOME="$PRECIS_CACHE/k8s/crds"
 
 # Pinned versions (all exist on the registries: `go list -m -versions`, Maven Central metadata).

@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-export PRECIS_CACHE="${PRECIS_CACHE:-$HOME/.cache/precis}"
+source "$ROOT/scripts/cache.sh"
 PY="${PY:-$PRECIS_CACHE/venv/bin/python}"
 extra="$(mktemp)"
 trap 'rm -f "$extra"' EXIT

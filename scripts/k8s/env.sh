@@ -2,7 +2,7 @@
 # Shared settings for scripts/k8s/*.sh (sourced, not run).
 # Everything lives outside the git clone, under $PRECIS_CACHE/k8s.
 export PATH="/usr/local/go/bin:/usr/sbin:/sbin:$PATH"
-export PRECIS_CACHE="${PRECIS_CACHE:-$HOME/.cache/precis}"
+source "$(dirname "${BASH_SOURCE[0]}")/../cache.sh"
 
 # Versions (Go module proxy). KWOK/CoreDNS/etcd are built in their own wrapper modules, so
 # their k8s.io/* dependency versions never meet those of Kubernetes itself.

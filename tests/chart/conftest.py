@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.paths import cache_dir
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "precis"
-CACHE = Path(os.environ.get("PRECIS_CACHE", Path.home() / ".cache" / "precis"))
+CACHE = cache_dir()
 KUBE_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 RELEASE = "rel"
 NAMESPACE = "precis"

@@ -310,7 +310,11 @@ def test_secret_key_wiring_per_service(render):
     def keys(comp):
         spec = r.get("Deployment", name(comp))["spec"]["template"]["spec"]
         c = [c for c in spec["containers"] if c["name"] == comp][0]
-        return {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in c["env"] if "valueFrom" in e}
+        return {
+            e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+            for e in c["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
 
     assert keys("gateway")["PRECIS_API_KEYS"] == "api-keys"
     assert keys("async")["PRECIS_DATABASE_URL"] == "database-url"
@@ -499,3 +503,27 @@ def test_recreate_strategies_carry_no_rolling_update(render, profile):
         strategy = d["spec"].get("strategy", {})
         if strategy.get("type") == "Recreate":
             assert "rollingUpdate" not in strategy, d["metadata"]["name"]
+
+
+def test_service_env_is_unique_and_extra_env_overrides_the_config(render):
+    """Pods take ConfigMap keys one by one (configMapKeyRef); a key the pod sets itself (extraEnv,
+    PRECIS_PORT, the worker's sidecar Triton URL) is left out, so no env name appears twice."""
+    r = render(
+        "gpu",
+        "--set",
+        "gateway.extraEnv[0].name=PRECIS_LOG_LEVEL,gateway.extraEnv[0].value=DEBUG",
+        "--set",
+        "config.extra.PRECIS_RATE_LIMIT_BURST=50",
+    )
+    for owner, spec in r.pod_specs():
+        for c in containers(spec):
+            names = [e["name"] for e in c.get("env", [])]
+            assert len(names) == len(set(names)), f"{owner['metadata']['name']}/{c['name']}: {names}"
+    spec = r.get("Deployment", name("gateway"))["spec"]["template"]["spec"]
+    gw = env_of(next(c for c in spec["containers"] if c["name"] == "gateway"))
+    assert gw["PRECIS_LOG_LEVEL"]["value"] == "DEBUG"
+    assert gw["PRECIS_RATE_LIMIT_BURST"]["valueFrom"]["configMapKeyRef"] == {
+        "name": name("config"),
+        "key": "PRECIS_RATE_LIMIT_BURST",
+    }
+    assert r.get("ConfigMap", name("config"))["data"]["PRECIS_RATE_LIMIT_BURST"] == "50"

@@ -1,10 +1,11 @@
 """Every value the chart renders is one the services accept at start-up.
 
 For each profile, every container that runs a Python service (`python -m <module>`) gets the env
-the chart renders for it (its ConfigMap through envFrom, its env list, secretKeyRefs filled with
-well-formed stand-ins, `$(VAR)` references expanded as the kubelet does), and that module's
-settings class is built from exactly that env. The Triton containers' PRECIS_MODEL_* env goes
-through the engine's EngineConfig the same way. A rendered value a service refuses (the 10 MiB
+the chart renders for it (its env list: ConfigMap keys through configMapKeyRef, secretKeyRefs
+filled with well-formed stand-ins, `$(VAR)` references expanded as the kubelet does), and that
+module's settings class is built from exactly that env; and it gets nothing its settings do not
+read (no database URL for the gateway or realtime_svc, say). The Triton containers'
+PRECIS_MODEL_* env goes through the engine's EngineConfig the same way. A rendered value a service refuses (the 10 MiB
 maxDocumentBytes the chart once shipped, say) fails here instead of crash-looping a release.
 """
 
@@ -14,13 +15,12 @@ import hashlib
 import importlib
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from .conftest import PROFILES, REPO, Rendered
+from .conftest import PROFILES, Rendered
 
 pytestmark = pytest.mark.chart
 
@@ -31,8 +31,8 @@ SETTINGS = {
     "async_svc": "async_svc.config:AsyncSettings",
     "worker": "worker.config:WorkerSettings",
     "notifier": "notifier.config:NotifierSettings",
-    "common.migrate": "common.settings:CommonSettings",
-    "common.topics": "common.settings:CommonSettings",
+    "common.migrate": "common.settings:StoreSettings",
+    "common.topics": "common.settings:KafkaSettings",
 }
 
 # Well-formed stand-ins for the keys of the existing Secret (the chart only references them).
@@ -58,7 +58,15 @@ def rendered_env(r: Rendered, container: dict) -> dict[str, str]:
         cm = r.get("ConfigMap", src["configMapRef"]["name"])
         env.update({k: str(v) for k, v in cm["data"].items()})
     for e in container.get("env", []):
-        if "value" in e:
+        if "configMapKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["configMapKeyRef"]
+            data = r.get("ConfigMap", ref["name"])["data"]
+            assert ref["key"] in data or ref.get("optional"), (
+                f"{e['name']}: ConfigMap {ref['name']} has no {ref['key']}"
+            )
+            if ref["key"] in data:
+                env[e["name"]] = str(data[ref["key"]])
+        elif "value" in e:
             # the kubelet expands $(NAME) from variables defined earlier in the list
             env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), str(e["value"]))
         elif "secretKeyRef" in e.get("valueFrom", {}):
@@ -107,15 +115,31 @@ def test_every_service_accepts_its_rendered_env(render, profile, monkeypatch):
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_service_gets_only_what_its_settings_read(render, profile):
+    r = render(profile)
+    for owner, c, module in service_containers(r):
+        mod_name, cls_name = SETTINGS[module].split(":")
+        fields = getattr(importlib.import_module(mod_name), cls_name).model_fields
+        names = {e["name"] for e in c.get("env", [])} | {
+            k for src in c.get("envFrom", []) for k in r.get("ConfigMap", src["configMapRef"]["name"])["data"]
+        }
+        unread = {n for n in names if n.removeprefix("PRECIS_").lower() not in fields}
+        assert not unread, (
+            f"{profile}: {owner['metadata']['name']}/{c['name']} ({module}) gets env it never reads: {unread}"
+        )
+    for comp in ("gateway", "realtime"):
+        spec = r.get("Deployment", f"rel-precis-{comp}")["spec"]["template"]["spec"]
+        names = {e["name"] for c in _containers(spec) for e in c.get("env", [])}
+        assert "PRECIS_DATABASE_URL" not in names and not any(n.startswith("PRECIS_KAFKA_") for n in names), comp
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
 def test_every_triton_accepts_its_rendered_model_env(render, profile, monkeypatch):
-    sys.path.insert(0, str(REPO / "model_repository" / "summarizer" / "1"))
-    try:
-        engine = importlib.import_module("summarizer_engine")
-    finally:
-        sys.path.pop(0)
+    import summarizer_engine as engine  # the Triton model's engine (repo-root symlink: pyproject.toml)
+
     r = render(profile)
     checked = 0
-    for owner, spec in r.pod_specs():
+    for _owner, spec in r.pod_specs():
         for c in _containers(spec):
             if not any(a.startswith("--model-repository") for a in c.get("args", [])):
                 continue
@@ -160,7 +184,7 @@ def test_contradictory_token_limits_are_refused(helm, bad, message):
 def test_gpu_profile_serves_a_multilingual_model_within_its_context(render):
     r = render("gpu")
     cm = r.get("ConfigMap", "rel-precis-config")["data"]
-    for owner, spec in r.pod_specs():
+    for _owner, spec in r.pod_specs():
         for c in _containers(spec):
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             if "PRECIS_MODEL_PATH" in env:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Proc, http_ok, port_open, stack_env, wait_until
+from devstack import Proc, StackPorts, child_env, launch_stack, port_open, wait_stack
 
-OFFSET = 20000
 OTHER_KEY = "other-tenant-key"
 
 
@@ -23,11 +22,13 @@ class Stack:
     url: str
     var: Path
     proc: Proc
+    port_map: StackPorts
     dev_key: str = "precis-dev-key"
     other_key: str = OTHER_KEY
 
     def ports(self) -> list[int]:
-        return [p + OFFSET for p in (8080, 8081, 8082, 8083, 8084, 8000, 8001, 8002, 9092, 1025)]
+        p = self.port_map
+        return [*p.services, p.triton_http, p.triton_grpc, p.triton_metrics, p.kafka, p.smtp]
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.dev_key}"}
@@ -36,21 +37,18 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var = tmp_path_factory.mktemp("stack-var")
-    env = stack_env(
+    env = child_env(
         var,
-        OFFSET,
         PRECIS_SKIP_INSTALL="1",
         PRECIS_API_KEYS=json.dumps({hashlib.sha256(OTHER_KEY.encode()).hexdigest(): "other"}),
         PRECIS_READY_TIMEOUT="600",
     )
-    busy = [p for p in Stack("", var, None).ports() if port_open(p)]  # type: ignore[arg-type]
-    if busy:
-        pytest.fail(f"ports {busy} are busy; is another test stack running?")
+    ports = StackPorts.allocate()  # every port free and this run's alone
     t0 = time.monotonic()
-    proc = Proc("stack", ["bash", "scripts/run.sh"], env, var / "stack.log")
-    s = Stack(f"http://127.0.0.1:{8080 + OFFSET}", var, proc)
+    proc = launch_stack(ports, env, var / "stack.log")
+    s = Stack(ports.url, var, proc, ports)
     try:
-        wait_until(lambda: http_ok(f"{s.url}/readyz"), 600, "gateway /readyz", proc, interval=1.0)
+        wait_stack(proc, ports, 600)
         print(f"\nstack ready in {time.monotonic() - t0:.1f}s")
         yield s
     finally:

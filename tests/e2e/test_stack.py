@@ -157,8 +157,8 @@ def test_cancel_a_queued_or_running_job(stack):
 
 
 def test_every_service_exposes_health_and_metrics(stack):
-    for port in (8080, 8081, 8082, 8083, 8084):
-        base = f"http://127.0.0.1:{port + 20000}"
+    for port in stack.port_map.services:  # gateway, realtime_svc, async_svc, worker, notifier
+        base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/readyz").status_code == 200
         m = httpx.get(f"{base}/metrics")

@@ -2,9 +2,8 @@
 (scripts/kafka.sh, scripts/triton.sh, scripts/smtp_sink.py, `python -m <service>`), but each one
 separately, so a test can SIGKILL a worker, restart the broker or stop Triton.
 
-Ports are the defaults shifted by 23000 (e2e uses 20000, the kafka fixture 21000, Triton tests
-10000). Model calls are kept short (128-token chunks, 16-token summaries) so the suite runs in
-minutes on a 2-core CPU.
+Ports come from devstack.PORTS (free, and this run's alone). Model calls are kept short (128-token
+chunks, 16-token summaries) so the suite runs in minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -24,15 +23,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import ROOT, Proc, http_ok, port_open, stack_env, wait_until
+from devstack import (
+    PORTS,
+    ROOT,
+    KafkaPorts,
+    Proc,
+    TritonPorts,
+    child_env,
+    launch_kafka,
+    launch_service,
+    launch_smtp_sink,
+    launch_triton,
+    port_open,
+    start_service,
+    wait_triton,
+    wait_until,
+)
 
-OFFSET = 23000
 TENANT = "faults"
-KAFKA_PORT = 9092 + OFFSET
-TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000 + OFFSET, 8001 + OFFSET, 8002 + OFFSET
-ASYNC_PORT = 8082 + OFFSET
-NOTIFIER_PORT = 8084 + OFFSET
-SMTP_PORT = 1025 + OFFSET
 TRITON_READY_S = float(os.environ.get("PRECIS_TEST_TRITON_READY_TIMEOUT_S", "240"))
 
 # Short model calls and short timers: the faults, not the model, are under test.
@@ -63,18 +71,17 @@ class FaultStack:
     def __init__(self, var: Path) -> None:
         self.var = var
         self.db_path = var / "precis.db"
-        self.base_env = stack_env(
+        self.kafka_ports, self.triton_ports = KafkaPorts.allocate(), TritonPorts.allocate()
+        self.async_port, self.notifier_port, self.smtp_port = PORTS.one(), PORTS.one(), PORTS.one()
+        self.base_env = child_env(
             var,
-            OFFSET,
             PRECIS_DATABASE_URL=f"sqlite+aiosqlite:///{var / 'precis.db'}",
-            PRECIS_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{KAFKA_PORT}",
-            PRECIS_TRITON_GRPC_URL=f"127.0.0.1:{TRITON_GRPC}",
-            PRECIS_SMTP_PORT=str(SMTP_PORT),
+            PRECIS_KAFKA_BOOTSTRAP_SERVERS=self.kafka_ports.bootstrap,
+            PRECIS_TRITON_GRPC_URL=self.triton_ports.grpc_url,
+            PRECIS_SMTP_PORT=str(self.smtp_port),
             PRECIS_SMTP_HOST="127.0.0.1",
             PRECIS_LOG_LEVEL="INFO",
         )
-        if sys.prefix != sys.base_prefix:
-            self.base_env.setdefault("PRECIS_VENV", sys.prefix)
         self.kafka: Proc | None = None
         self.triton: Proc | None = None
         self.smtp: Proc | None = None
@@ -83,69 +90,55 @@ class FaultStack:
         self.workers: list[Proc] = []
         self._n = 0
         self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{ASYNC_PORT}", timeout=30, headers={"X-Precis-Tenant": TENANT}
+            base_url=f"http://127.0.0.1:{self.async_port}", timeout=30, headers={"X-Precis-Tenant": TENANT}
         )
 
     # ---- processes ---------------------------------------------------------------------------
 
-    def _proc(self, name: str, argv: list[str], **env: str) -> Proc:
+    def _log(self, name: str) -> Path:
         self._n += 1
-        return Proc(name, argv, {**self.base_env, **env}, self.var / f"{self._n:02d}-{name}.log")
+        return self.var / f"{self._n:02d}-{name}.log"
+
+    def _proc(self, name: str, argv: list[str], **env: str) -> Proc:
+        return Proc(name, argv, {**self.base_env, **env}, self._log(name))
 
     def start_kafka(self) -> None:
-        self.kafka = self._proc("kafka", ["bash", "scripts/kafka.sh"])
-        wait_until(lambda: port_open(KAFKA_PORT), 120, "kafka port", self.kafka)
+        self.kafka = launch_kafka(self.kafka_ports, self.base_env, self._log("kafka"))
+        wait_until(lambda: port_open(self.kafka_ports.broker), 120, "kafka port", self.kafka)
 
     def stop_kafka(self) -> None:
         assert self.kafka is not None
         self.kafka.stop(60)
-        wait_until(lambda: not port_open(KAFKA_PORT), 30, "kafka port closed")
+        wait_until(lambda: not port_open(self.kafka_ports.broker), 30, "kafka port closed")
 
     def start_triton(self, wait: bool = True) -> None:
-        self.triton = self._proc(
-            "triton",
-            ["bash", "scripts/triton.sh"],
-            PRECIS_TRITON_HTTP_PORT=str(TRITON_HTTP),
-            PRECIS_TRITON_GRPC_PORT=str(TRITON_GRPC),
-            PRECIS_TRITON_METRICS_PORT=str(TRITON_METRICS),
-        )
+        self.triton = launch_triton(self.triton_ports, self.base_env, self._log("triton"))
         if wait:
             self.wait_triton()
 
     def wait_triton(self) -> None:
         assert self.triton is not None
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{TRITON_HTTP}/v2/health/ready"),
-            TRITON_READY_S,
-            "Triton ready",
-            self.triton,
-            interval=1.0,
-        )
+        wait_triton(self.triton, self.triton_ports, TRITON_READY_S)
 
     def stop_triton(self) -> None:
         if self.triton is not None:
             self.triton.stop(60)
-        wait_until(lambda: not port_open(TRITON_GRPC), 30, "triton port closed")
+        wait_until(lambda: not port_open(self.triton_ports.grpc), 30, "triton port closed")
 
     def start_async(self, **env: str) -> Proc:
-        self.async_svc = self._proc(
-            "async_svc", [sys.executable, "-m", "async_svc"], PRECIS_PORT=str(ASYNC_PORT), **env
+        self.async_svc = start_service(
+            "async_svc", self.async_port, {**self.base_env, **env}, self._log("async_svc"), timeout=120
         )
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{ASYNC_PORT}/healthz"), 120, "async_svc", self.async_svc)
         return self.async_svc
 
     def start_notifier(self) -> None:
-        self.notifier = self._proc("notifier", [sys.executable, "-m", "notifier"], PRECIS_PORT=str(NOTIFIER_PORT))
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{NOTIFIER_PORT}/readyz"), 120, "notifier", self.notifier)
+        self.notifier = start_service(
+            "notifier", self.notifier_port, self.base_env, self._log("notifier"), ready="/readyz", timeout=120
+        )
 
     def start_worker(self, wait: bool = True, **env: str) -> Proc:
-        port = 8083 + OFFSET + 100 * (len(self.workers) + 1)
-        w = self._proc(
-            f"worker{len(self.workers)}",
-            [sys.executable, "-m", "worker"],
-            **{**WORKER_ENV, "PRECIS_PORT": str(port), **env},
-        )
-        w.port = port  # type: ignore[attr-defined]
+        name = f"worker{len(self.workers)}"
+        w = launch_service("worker", PORTS.one(), {**self.base_env, **WORKER_ENV, **env}, self._log(name), name)
         self.workers.append(w)
         if wait:
             wait_until(lambda: self._consuming(w), 120, f"{w.name} consuming", w)
@@ -218,7 +211,7 @@ class FaultStack:
         """Every message of a topic, from the beginning (a group-less consumer)."""
         from common.kafka import read_topic
 
-        return asyncio.run(read_topic(f"127.0.0.1:{KAFKA_PORT}", topic))
+        return asyncio.run(read_topic(self.kafka_ports.bootstrap, topic))
 
     def event_counts(self, ids: list[str], timeout: float = 90) -> dict[str, Counter]:
         """Terminal events per job, once every job has at least one (plus a grace period)."""
@@ -256,7 +249,7 @@ class FaultStack:
 
     def triton_metric(self, name: str) -> float:
         try:
-            text = httpx.get(f"http://127.0.0.1:{TRITON_METRICS}/metrics", timeout=5).text
+            text = httpx.get(self.triton_ports.metrics_url, timeout=5).text
         except httpx.HTTPError:
             return 0.0
         m = re.search(rf'^{name}\{{[^}}]*model="summarizer"[^}}]*\}} ([0-9.e+]+)$', text, re.M)
@@ -283,16 +276,12 @@ class FaultStack:
 
 @pytest.fixture(scope="session")
 def fstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    ports = [KAFKA_PORT, KAFKA_PORT + 1, TRITON_HTTP, TRITON_GRPC, TRITON_METRICS, ASYNC_PORT, NOTIFIER_PORT, SMTP_PORT]
-    busy = [p for p in ports if port_open(p)]
-    if busy:
-        pytest.fail(f"ports {busy} are busy: is another fault-test stack running?")
     var = tmp_path_factory.mktemp("faults-var")
     st = FaultStack(var)
     t0 = time.monotonic()
     try:
         st.start_triton(wait=False)  # loads the model while the rest starts
-        st.smtp = st._proc("smtp", [sys.executable, "scripts/smtp_sink.py"])
+        st.smtp = launch_smtp_sink(st.smtp_port, st.base_env, st._log("smtp"))
         st.start_kafka()
         mig = st._proc("migrate", [sys.executable, "-m", "common.migrate"])
         assert mig.p.wait(120) == 0, mig.tail()

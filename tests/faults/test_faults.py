@@ -13,8 +13,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.faults.conftest import ASYNC_PORT, FaultStack, doc
-from tests.procs import port_open, wait_until
+from devstack import port_open, wait_until
+from tests.faults.conftest import FaultStack, doc
 
 pytestmark = pytest.mark.faults
 
@@ -235,4 +235,4 @@ def test_triton_down_for_good_jobs_fail_after_n_attempts(stack: FaultStack):
     assert all(m["last_error"] for m in dlq)
     retries = [m for m in stack.topic("precis.jobs.retry") if m["job_id"] in ids]
     assert len(retries) == 2 * len(ids)  # attempts 2 and 3
-    assert port_open(ASYNC_PORT)
+    assert port_open(stack.async_port)

@@ -4,7 +4,6 @@ sockets): a closed port and a listener that never answers, the two ways an upstr
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import Proc, free_port, http_ok, port_open, stack_env, wait_until
+from devstack import PORTS, child_env, start_service
 
-OFFSET = 21500
-GATEWAY = 8080 + OFFSET
 AUTH = {"Authorization": "Bearer precis-dev-key"}
 
 
@@ -31,22 +28,18 @@ def blackhole() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, blackhole: int) -> Iterator[str]:
-    if port_open(GATEWAY):
-        pytest.fail(f"port {GATEWAY} is busy")
+    gateway_port = PORTS.one()
     var = tmp_path_factory.mktemp("gw")
-    env = stack_env(
+    env = child_env(
         var,
-        OFFSET,
         PRECIS_ENV="local",
-        PRECIS_PORT=str(GATEWAY),
         PRECIS_REALTIME_URL=f"http://127.0.0.1:{blackhole}",  # hung
-        PRECIS_ASYNC_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens
+        PRECIS_ASYNC_URL=f"http://127.0.0.1:{PORTS.one()}",  # nothing listens
         PRECIS_REALTIME_TIMEOUT_S="0.5",
     )
-    proc = Proc("gateway", [sys.executable, "-m", "gateway"], env, Path(var) / "gateway.log")
+    proc = start_service("gateway", gateway_port, env, Path(var) / "gateway.log")
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{GATEWAY}/healthz"), 60, "gateway /healthz", proc)
-        yield f"http://127.0.0.1:{GATEWAY}"
+        yield f"http://127.0.0.1:{gateway_port}"
     finally:
         proc.stop()
 

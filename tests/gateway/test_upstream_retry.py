@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import Proc, free_port, http_ok, port_open, stack_env, wait_until
+from devstack import PORTS, child_env, start_service
 
-OFFSET = 21600
-GATEWAY = 8080 + OFFSET
 AUTH = {"Authorization": "Bearer precis-dev-key"}
 BODY = json.dumps(
     {
@@ -81,23 +78,21 @@ class DropFirst:
 
 @pytest.fixture()
 def gateway(request, tmp_path) -> Iterator[tuple[str, DropFirst]]:
-    if port_open(GATEWAY):
-        pytest.fail(f"port {GATEWAY} is busy")
+    gateway_port = PORTS.one()
     upstream = DropFirst(request.param)
-    env = stack_env(
+    env = child_env(
         tmp_path,
-        OFFSET,
         PRECIS_ENV="local",
-        PRECIS_PORT=str(GATEWAY),
         PRECIS_REALTIME_URL=f"http://127.0.0.1:{upstream.port}",
-        PRECIS_ASYNC_URL=f"http://127.0.0.1:{free_port()}",
+        PRECIS_ASYNC_URL=f"http://127.0.0.1:{PORTS.one()}",
     )
-    proc = Proc("gateway", [sys.executable, "-m", "gateway"], env, Path(tmp_path) / "gateway.log")
+    proc = None
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{GATEWAY}/healthz"), 60, "gateway /healthz", proc)
-        yield f"http://127.0.0.1:{GATEWAY}", upstream
+        proc = start_service("gateway", gateway_port, env, Path(tmp_path) / "gateway.log")
+        yield f"http://127.0.0.1:{gateway_port}", upstream
     finally:
-        proc.stop()
+        if proc is not None:
+            proc.stop()
         upstream.close()
 
 

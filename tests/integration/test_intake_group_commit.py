@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from async_svc.intake import GroupCommitter
 from async_svc.jobs import Conflict, create_job
-from common.metrics import INTAKE_BATCH
+from async_svc.metrics import INTAKE_BATCH
 from common.store import Job, OutboxMessage
 
 pytestmark = pytest.mark.integration

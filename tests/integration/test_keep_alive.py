@@ -11,7 +11,7 @@ import time
 import pytest
 from fastapi import FastAPI
 
-from tests.procs import Proc, free_port, port_open, stack_env, wait_until
+from devstack import PORTS, Proc, child_env, port_open, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,9 @@ def _get(sock: socket.socket) -> bytes:
 
 
 def test_idle_connection_outlives_the_client_keep_alive_expiry(tmp_path):
-    port = free_port()
+    port = PORTS.one()
     code = f"from common.serve import run_http; run_http('tests.integration.test_keep_alive:app', {port})"
-    proc = Proc("keepalive-server", [sys.executable, "-c", code], stack_env(tmp_path, 0), tmp_path / "server.log")
+    proc = Proc("keepalive-server", [sys.executable, "-c", code], child_env(tmp_path), tmp_path / "server.log")
     try:
         wait_until(lambda: port_open(port), 30, "uvicorn", proc, interval=0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

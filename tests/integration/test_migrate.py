@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.procs import free_port
+from devstack import PORTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -38,7 +38,7 @@ def test_concurrent_migrations_take_turns(postgres_url):
         url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
         procs = [_migrate(url) for _ in range(4)]
         outs = [p.communicate(timeout=120) for p in procs]
-        for p, (_, err) in zip(procs, outs):
+        for p, (_, err) in zip(procs, outs, strict=True):
             assert p.returncode == 0, err[-2000:]
         with psycopg2.connect(dsn.rsplit("/", 1)[0] + f"/{name}") as conn:
             cur = conn.cursor()
@@ -52,7 +52,7 @@ def test_concurrent_migrations_take_turns(postgres_url):
 
 
 def test_waits_for_an_unreachable_server_then_fails_clearly():
-    port = free_port()  # nothing listens: every attempt is refused
+    port = PORTS.one()  # nothing listens: every attempt is refused
     t0 = time.monotonic()
     p = _migrate(f"postgresql+asyncpg://precis@127.0.0.1:{port}/precis", PRECIS_MIGRATE_WAIT_S="3")
     _, err = p.communicate(timeout=60)

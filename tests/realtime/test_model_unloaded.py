@@ -14,34 +14,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import port_open, start_triton
-from tests.realtime.conftest import READY_TIMEOUT_S, _env, start_realtime_svc
-from tests.tcp_proxy import TcpProxy
+from devstack import PORTS, TcpProxy, TritonPorts, child_env, start_triton
+from tests.realtime.conftest import READY_TIMEOUT_S, start_realtime_svc
 
 pytestmark = pytest.mark.integration
-
-# below the ephemeral port range (32768+): a client socket there once made Triton's bind fail
-OFFSET = 22500  # Triton 30500-30502, realtime_svc 30581, the forwarder 30511
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, TcpProxy]]:
-    http, grpc, metrics, svc, fwd = (p + OFFSET for p in (8000, 8001, 8002, 8081, 8011))
-    if busy := [p for p in (http, grpc, metrics, svc, fwd) if port_open(p)]:
-        pytest.fail(f"ports {busy} are busy")
+    ports, svc, fwd = TritonPorts.allocate(), PORTS.one(), PORTS.one()
     var = tmp_path_factory.mktemp("unloaded")
-    env = _env(
-        PRECIS_TRITON_HTTP_PORT=str(http),
-        PRECIS_TRITON_GRPC_PORT=str(grpc),
-        PRECIS_TRITON_METRICS_PORT=str(metrics),
-        PRECIS_TRITON_MODEL_CONTROL="explicit",
-    )
-    triton = start_triton(env, Path(var) / "triton.log", http, READY_TIMEOUT_S)
+    env = child_env(PRECIS_TRITON_MODEL_CONTROL="explicit")
+    triton = start_triton(ports, env, Path(var) / "triton.log", READY_TIMEOUT_S)
     svc_proc = None
     try:
-        with TcpProxy(fwd, grpc) as proxy:
+        with TcpProxy(fwd, ports.grpc) as proxy:
             svc_proc = start_realtime_svc(svc, fwd, Path(var) / "realtime_svc.log")
-            yield f"http://127.0.0.1:{svc}", f"http://127.0.0.1:{http}", proxy
+            yield f"http://127.0.0.1:{svc}", ports.http_url, proxy
     finally:
         if svc_proc is not None:
             svc_proc.stop()

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from common.tokenization import default_model_path
-from tests.procs import port_open
-from tests.realtime.conftest import MAX_INPUT_TOKENS, OFFSET, start_realtime_svc
+from devstack import PORTS, port_open
+from tests.realtime.conftest import MAX_INPUT_TOKENS, start_realtime_svc
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,8 @@ async def test_overload_is_503_with_retry_after(realtime):
     for r in shed:
         assert r.headers["retry-after"] == "2"
         assert r.json()["type"].endswith("/model-overloaded")
-    metrics = httpx.get(f"{realtime.url}/metrics", timeout=10).text
+    async with httpx.AsyncClient(timeout=10) as c:
+        metrics = (await c.get(f"{realtime.url}/metrics")).text
     assert re.search(r'^precis_realtime_errors_total\{kind="overloaded"\} [1-9]', metrics, re.M)
 
 
@@ -111,10 +112,10 @@ def test_metrics_exposed(realtime):
 
 
 def test_triton_never_started_is_503_fast_and_not_ready(tmp_path):
-    dead_grpc = 8001 + OFFSET + 100
+    dead_grpc, svc = PORTS.one(), PORTS.one()  # nothing ever listens on dead_grpc
     assert not port_open(dead_grpc)
-    proc = start_realtime_svc(8081 + OFFSET + 1, dead_grpc, tmp_path / "svc.log")
-    url = f"http://127.0.0.1:{8081 + OFFSET + 1}"
+    proc = start_realtime_svc(svc, dead_grpc, tmp_path / "svc.log")
+    url = f"http://127.0.0.1:{svc}"
     try:
         t0 = time.monotonic()
         r = httpx.post(f"{url}/internal/summarize", json=body(EN), timeout=10)

@@ -60,7 +60,7 @@ def test_long_budgets_in_shuffled_batches_match_alone(engine):
     for order in ([3, 1, 0, 2], [2, 0, 3, 1]):
         budgets = {3: 40, 1: 40, 0: 7, 2: 40} if order[0] == 3 else {2: 40, 0: 40, 3: 2, 1: 25}
         out = engine.generate([engine.prepare(texts[i], budgets[i]) for i in order])
-        for i, r in zip(order, out):
+        for i, r in zip(order, out, strict=True):
             if budgets[i] == 40:
                 assert r == alone[i], (i, budgets)
             else:

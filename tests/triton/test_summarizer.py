@@ -112,9 +112,9 @@ async def test_budgets_under_concurrency_and_batching(client, triton_server):
     # the same request alone, for comparison with its output inside a batch
     alone = await summarize(client, SHORT[2], max_tokens=budgets[2])
     exec0, ok0 = _counts(triton_server.metrics_url)
-    results = await asyncio.gather(*(summarize(client, t, max_tokens=b) for t, b in zip(SHORT, budgets)))
+    results = await asyncio.gather(*(summarize(client, t, max_tokens=b) for t, b in zip(SHORT, budgets, strict=True)))
     exec1, ok1 = _counts(triton_server.metrics_url)
-    for (summary, n_in, n_out), budget in zip(results, budgets):
+    for (summary, n_in, n_out), budget in zip(results, budgets, strict=True):
         assert summary.strip()
         assert n_in > 0
         assert 0 < n_out <= budget
@@ -136,7 +136,7 @@ async def test_bad_requests_fail_alone(client):
     ]
     *bad, good = await asyncio.gather(*calls, return_exceptions=True)
     expected = ["empty", "max_input_tokens=2048", "max_new_tokens_cap", "max_new_tokens_cap", "LANGUAGE"]
-    for err, needle in zip(bad, expected):
+    for err, needle in zip(bad, expected, strict=True):
         assert isinstance(err, InferenceServerException), err
         assert err.status() == "StatusCode.INVALID_ARGUMENT", (err.status(), err.message())
         assert needle in err.message()

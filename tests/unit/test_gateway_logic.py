@@ -53,11 +53,15 @@ def test_production_accepts_hashed_keys_only(monkeypatch):
     assert s.key_table() == {hash_key("k1"): "acme"}
 
 
-def test_production_refuses_sqlite(monkeypatch):
+def test_production_gateway_needs_no_database(monkeypatch):
+    # issue #13: the internet-facing gateway has no store, so it neither reads nor requires a
+    # database URL (the SQLite-in-production refusal moved to the services that use the store:
+    # tests/unit/test_settings.py)
     monkeypatch.setenv("PRECIS_ENV", "production")
     monkeypatch.setenv("PRECIS_API_KEYS", json.dumps({hash_key("k1"): "acme"}))
-    with pytest.raises(ValueError, match="DATABASE_URL"):
-        GatewaySettings(dev_api_key=None)
+    monkeypatch.delenv("PRECIS_DATABASE_URL", raising=False)
+    s = GatewaySettings(dev_api_key=None)
+    assert not hasattr(s, "database_url")
 
 
 def test_bad_api_keys_json_fails_fast(monkeypatch):

@@ -9,15 +9,15 @@ Outputs (per request):                  SUMMARY [B,1] string, INPUT_TOKENS [B,1]
 The dynamic batcher hands ``execute`` up to max_batch_size requests; they are validated one
 by one (a bad request gets its own INVALID_ARG error and is left out of the batch) and the
 good ones are generated together in one batched ``generate`` call. Exactly one response is
-returned per request, in order. The engine (model loading, prompts, generation) lives in
-``summarizer_engine.py`` next to this file; its docstring lists the parameters/env vars.
+returned per request, in order. The engine (model loading, prompts, generation) is the
+``summarizer_engine`` package next to this file (Triton puts this directory on the stub's
+``sys.path``); its ``config`` module documents the parameters/env vars.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import traceback
 
@@ -25,9 +25,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF de-quantization
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from summarizer_engine import ConfigError, EngineConfig, InvalidInput, create_engine
 
 
@@ -121,7 +118,7 @@ class TritonPythonModel:
                     responses[index] = _error(f"generation failed: {exc}", pb_utils.TritonError.INTERNAL)
             else:
                 per_request: dict[int, list] = {}
-                for index, result in zip(owners, results):
+                for index, result in zip(owners, results, strict=True):
                     per_request.setdefault(index, []).append(result)
                 for index, rows in per_request.items():
                     summary = np.array([[r.summary.encode("utf-8")] for r in rows], dtype=np.object_)

@@ -127,6 +127,66 @@ starttls: {{ $c.starttls }}
     - {name: tmp, mountPath: /tmp}
 {{- end }}
 
+{{/* ------------------------------------------------------------------ service env ----- */}}
+{{/* The settings pieces each Python module's settings class composes (common/settings.py,
+     <service>/config.py); "own" stands for the service's own fields. The store piece's only
+     value is the secret PRECIS_DATABASE_URL (secretEnv). (dict "module" "gateway") -> JSON list */}}
+{{- define "precis.settingsPieces" -}}
+{{- $byModule := dict
+      "gateway" (list "http" "tokenizer" "publicUrl" "own")
+      "realtime_svc" (list "http" "tokenizer" "triton" "own")
+      "async_svc" (list "http" "store" "kafka" "own")
+      "worker" (list "http" "store" "kafka" "triton" "tokenizer" "own")
+      "notifier" (list "http" "store" "kafka" "publicUrl" "own") -}}
+{{- if not (hasKey $byModule .module) -}}
+{{- fail (printf "precis.settingsPieces: no settings known for module %s" .module) -}}
+{{- end -}}
+{{- toJson (get $byModule .module) -}}
+{{- end }}
+
+{{/* The ConfigMap keys a Python module reads: PRECIS_ENV/PRECIS_LOG_LEVEL, those of its pieces,
+     its own, and every config.extra key. A pod gets only these (precis.configEnv), never the
+     whole ConfigMap: the gateway and realtime_svc, say, read no store and no broker settings.
+     (dict "ctx" $ "module" "gateway") -> JSON {"keys": [...]} */}}
+{{- define "precis.configKeys" -}}
+{{- $ctx := .ctx -}}
+{{- $kafka := list "PRECIS_KAFKA_BOOTSTRAP_SERVERS" "PRECIS_KAFKA_SECURITY_PROTOCOL" "PRECIS_KAFKA_JOBS_PARTITIONS" "PRECIS_KAFKA_EVENTS_PARTITIONS" "PRECIS_KAFKA_REPLICATION_FACTOR" -}}
+{{- if $ctx.Values.kafka.saslMechanism -}}
+{{- $kafka = concat $kafka (list "PRECIS_KAFKA_SASL_MECHANISM" "PRECIS_KAFKA_SASL_USERNAME") -}}
+{{- end -}}
+{{- $byPiece := dict
+      "http" (list) "store" (list) "tokenizer" (list)
+      "kafka" $kafka
+      "triton" (list "PRECIS_TRITON_GRPC_URL" "PRECIS_TRITON_MODEL")
+      "publicUrl" (list "PRECIS_PUBLIC_BASE_URL") -}}
+{{- $own := dict
+      "gateway" (list "PRECIS_REALTIME_URL" "PRECIS_ASYNC_URL" "PRECIS_ROUTING_THRESHOLD_TOKENS")
+      "realtime_svc" (list "PRECIS_REALTIME_MAX_INPUT_TOKENS" "PRECIS_REALTIME_DEADLINE_S")
+      "async_svc" (list "PRECIS_MAX_DOCUMENT_BYTES")
+      "worker" (list "PRECIS_CHUNK_TOKENS" "PRECIS_MAX_ATTEMPTS")
+      "notifier" (list "PRECIS_SMTP_HOST" "PRECIS_SMTP_PORT" "PRECIS_SMTP_STARTTLS" "PRECIS_SMTP_FROM") -}}
+{{- $keys := list "PRECIS_ENV" "PRECIS_LOG_LEVEL" -}}
+{{- range (include "precis.settingsPieces" . | fromJsonArray) -}}
+{{- $keys = concat $keys (eq . "own" | ternary (get $own $.module) (get $byPiece .)) -}}
+{{- end -}}
+{{- toJson (dict "keys" (concat $keys (keys $ctx.Values.config.extra | sortAlpha))) -}}
+{{- end }}
+
+{{/* env entries taking precis.configKeys from the ConfigMap; names the pod sets itself ("skip":
+     PRECIS_PORT, a sidecar's PRECIS_TRITON_GRPC_URL, extraEnv) are left to it.
+     (dict "ctx" $ "module" "worker" "skip" (list "PRECIS_GROUP_ID")) */}}
+{{- define "precis.configEnv" -}}
+{{- $cm := include "precis.configName" .ctx -}}
+{{- $skip := default (list) .skip -}}
+{{- range (include "precis.configKeys" . | fromJson).keys }}
+{{- if not (has . $skip) }}
+- name: {{ . }}
+  valueFrom:
+    configMapKeyRef: {name: {{ $cm }}, key: {{ . }}}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* ------------------------------------------------------------------ urls ------------ */}}
 {{- define "precis.publicBaseUrl" -}}
 {{- if .Values.config.publicBaseUrl -}}

@@ -3,6 +3,7 @@ A Deployment for one of the Python services (one image, `python -m <module>` pic
 (dict "ctx" $ "component" "gateway" "module" "gateway" "v" .Values.gateway "secretEnv" (list ...))
 secretEnv items: (dict "name" "PRECIS_API_KEYS" "key" "api-keys" "optional" false)
 "usesStore" true: the pod uses the job store (migrates first when database.mode=bundled).
+Non-secret env: only the ConfigMap keys the module's settings read (precis.configKeys).
 */}}
 {{- define "precis.pythonDeployment" -}}
 {{- $ctx := .ctx -}}
@@ -59,16 +60,18 @@ spec:
           args: [{{ .module | quote }}]
           ports:
             - {name: http, containerPort: {{ $v.port }}, protocol: TCP}
-          envFrom:
-            - configMapRef:
-                name: {{ include "precis.configName" $ctx }}
+          {{- $own := list "PRECIS_SERVICE_NAME" "PRECIS_PORT" }}
+          {{- range $v.extraEnv }}{{ $own = append $own .name }}{{ end }}
           env:
+            {{- include "precis.configEnv" (dict "ctx" $ctx "module" .module "skip" $own) | trim | nindent 12 }}
             - {name: PRECIS_SERVICE_NAME, value: {{ .component | quote }}}
             - {name: PRECIS_PORT, value: {{ $v.port | quote }}}
             {{- range .secretEnv }}
             {{- include "precis.secretEnv" (dict "ctx" $ctx "name" .name "key" .key "optional" .optional) | nindent 12 }}
             {{- end }}
+            {{- if has "kafka" (include "precis.settingsPieces" . | fromJsonArray) }}
             {{- with include "precis.kafkaSecretEnv" $ctx }}{{ . | nindent 12 }}{{- end }}
+            {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

@@ -1,4 +1,4 @@
-"""A TCP forwarder for integration tests that need to see connections: it stands where a
+"""A TCP forwarder for tests that need to see connections: it stands where a
 Kubernetes Service would (one address in front of a real server) and records every accepted
 connection and the bytes it carried each way. Hand-written (asyncio streams, ~40 lines): the
 tests need per-connection byte counts, which no proxy library on PyPI reports."""

@@ -1,0 +1,1 @@
+"""async_svc's routers: ``/internal/jobs`` and the health probes."""

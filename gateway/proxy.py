@@ -1,0 +1,106 @@
+"""The two proxies behind ``/v1/summaries``: a realtime summary (relayed as it is) and an async job
+(answered 202 with its status URL), plus the job reads and cancels."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+
+from common.problems import Problem, invalid_body
+from common.schemas import DEFAULT_REALTIME_SUMMARY_TOKENS, AsyncAccepted, SummaryRequest
+from gateway.deps import State
+from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
+
+
+def status_url(state: State, request: Request, job_id: str) -> str:
+    base = state.settings.public_base_url or str(request.base_url)
+    return f"{base.rstrip('/')}/v1/summaries/{job_id}"
+
+
+async def to_realtime(state: State, body: SummaryRequest) -> Response:
+    s = state.settings
+    if body.notify is not None:
+        raise invalid_body("notify: only async summaries send notifications")
+    rid = str(uuid.uuid4())
+    payload = {
+        "text": body.text,
+        "max_summary_tokens": body.max_summary_tokens or DEFAULT_REALTIME_SUMMARY_TOKENS,
+        "language": body.language,
+        "request_id": rid,
+    }
+    try:
+        resp = await state.upstream.call(
+            "POST",
+            f"{s.realtime_url}/internal/summarize",
+            payload=payload,
+            timeout_s=s.realtime_timeout_s,
+            retry_disconnect=True,
+        )
+    except UpstreamTimeout:
+        raise Problem(
+            504, "upstream-timeout", "Summarization timed out", f"no summary within {s.realtime_timeout_s:g} s"
+        ) from None
+    except UpstreamDown:
+        raise upstream_down("realtime") from None
+    if resp.status != 200:
+        return forward(resp)
+    # realtime_svc's body is already the public RealtimeSummary: relay the bytes as they are
+    return Response(resp.body, status_code=200, media_type="application/json")
+
+
+async def to_async(
+    state: State, request: Request, body: SummaryRequest, tenant: str, idempotency_key: str | None
+) -> Response:
+    s = state.settings
+    payload = {
+        "text": body.text,
+        "max_summary_tokens": body.max_summary_tokens,
+        "language": body.language,
+        "notify": body.notify.model_dump(mode="json", exclude_none=True) if body.notify else None,
+        "metadata": body.metadata,
+    }
+    headers = {"X-Precis-Tenant": tenant}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    try:
+        resp = await state.upstream.call(
+            "POST",
+            f"{s.async_url}/internal/jobs",
+            payload=payload,
+            headers=headers,
+            timeout_s=s.async_timeout_s,
+        )
+    except (UpstreamTimeout, UpstreamDown):
+        # Unknown outcome: the client retries with its Idempotency-Key (see README)
+        raise upstream_down("async") from None
+    if resp.status != 202:
+        return forward(resp)
+    job = resp.json()
+    url = status_url(state, request, job["id"])
+    out = AsyncAccepted(id=job["id"], status=job["status"], status_url=url)
+    headers_out = {"Location": url}
+    if resp.headers.get("Idempotent-Replayed"):
+        headers_out["Idempotent-Replayed"] = "true"
+    return JSONResponse(out.model_dump(mode="json"), status_code=202, headers=headers_out)
+
+
+async def job_call(state: State, method: str, job_id: str, tenant: str) -> Response:
+    """GET or DELETE of one job at async_svc (404 for an id that is not a UUID, without a hop)."""
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise Problem(404, "not-found", "Not found", "no summary job with this id") from None
+    try:
+        resp = await state.upstream.call(
+            method,
+            f"{state.settings.async_url}/internal/jobs/{job_id}",
+            headers={"X-Precis-Tenant": tenant},
+            timeout_s=state.settings.async_timeout_s,
+        )
+    except (UpstreamTimeout, UpstreamDown):
+        raise upstream_down("async") from None
+    if resp.status != 200:
+        return forward(resp)
+    return JSONResponse(resp.json(), status_code=200)

@@ -1,0 +1,1 @@
+"""realtime_svc's routers: ``/internal/summarize`` and the health probes."""

@@ -1,0 +1,122 @@
+"""``POST /internal/summarize``: one summary from Triton, at once, within the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import APIRouter
+
+from common.problems import Problem, invalid_body
+from common.schemas import RealtimeRequest, RealtimeSummary, Usage
+from common.triton_client import TritonFailure
+from realtime_svc.config import RealtimeSettings
+from realtime_svc.deps import State, StateDep
+from realtime_svc.metrics import ERRORS, IN_FLIGHT, INFER_LATENCY
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def _unavailable(settings: RealtimeSettings, kind: str, detail: str) -> Problem:
+    return Problem(
+        503,
+        "model-overloaded" if kind == "overloaded" else "model-unavailable",
+        "Summarization model overloaded" if kind == "overloaded" else "Summarization model unavailable",
+        detail,
+        headers={"Retry-After": str(settings.retry_after_s)},
+    )
+
+
+async def _check_input(state: State, body: RealtimeRequest) -> None:
+    """422 for a blank text, 413 (naming both counts) over the realtime token limit."""
+    s = state.settings
+    if not body.text.strip():
+        raise invalid_body("text: must not be blank")
+    n = await state.counter.over_limit_async(body.text, s.realtime_max_input_tokens)
+    if n is not None:
+        ERRORS.labels("too_long").inc()
+        raise Problem(
+            413,
+            "text-too-long-for-realtime",
+            "Text too long for realtime",
+            f"text has {n} tokens; realtime accepts at most {s.realtime_max_input_tokens} tokens. "
+            "Send it with mode=async (or mode=auto) instead.",
+            limit_tokens=s.realtime_max_input_tokens,
+            input_tokens=n,
+        )
+
+
+def _failure_problem(s: RealtimeSettings, f: TritonFailure) -> Problem:
+    """The answer for a Triton call that failed (after the one resend, if any)."""
+    if f.kind in ("unavailable", "overloaded"):
+        return _unavailable(s, f.kind, "the summarization model cannot take this request now; retry shortly")
+    if f.kind == "deadline":
+        return Problem(
+            504,
+            "model-deadline",
+            "Summarization timed out",
+            f"no summary within the {s.realtime_deadline_s:g} s deadline",
+        )
+    if f.kind == "invalid":
+        return Problem(422, "invalid-model-input", "Model rejected the input", str(f))
+    return Problem(502, "model-error", "Summarization failed", "the model failed on this request")
+
+
+@router.post("/internal/summarize", response_model=RealtimeSummary)
+async def summarize(body: RealtimeRequest, state: StateDep) -> RealtimeSummary:
+    s = state.settings
+    t0 = time.perf_counter()
+    await _check_input(state, body)
+    if state.in_flight >= s.realtime_max_in_flight:
+        ERRORS.labels("shed").inc()
+        raise _unavailable(s, "overloaded", f"more than {s.realtime_max_in_flight} summaries in flight; retry shortly")
+    state.in_flight += 1
+    IN_FLIGHT.inc()
+    t1 = time.perf_counter()
+    try:
+        try:
+            res = await state.triton.summarize(
+                body.text,
+                body.max_summary_tokens,
+                body.language,
+                timeout_s=s.realtime_deadline_s,
+                request_id=body.request_id,
+            )
+        except TritonFailure as f:
+            # Unavailable: a server that answered without its model (a Triton pod on its way
+            # out unloads it first) or none reached (the pod then stops listening). The client
+            # opened a new connection, which the Service routes to a ready pod; the call has
+            # no side effects, so it is sent once more while the deadline allows. During a
+            # real outage this costs one short pause before the 503.
+            left = s.realtime_deadline_s - (time.perf_counter() - t1)
+            if not (f.kind == "unavailable" and left > 1.0):
+                raise
+            ERRORS.labels("resent").inc()
+            await asyncio.sleep(0.2)
+            left -= 0.2
+            res = await state.triton.summarize(
+                body.text,
+                body.max_summary_tokens,
+                body.language,
+                timeout_s=left,
+                request_id=body.request_id,
+            )
+    except TritonFailure as f:
+        ERRORS.labels(f.kind).inc()
+        log.warning("triton %s: %s", f.kind, f)
+        raise _failure_problem(s, f) from None
+    finally:
+        state.in_flight -= 1
+        IN_FLIGHT.dec()
+    t2 = time.perf_counter()
+    INFER_LATENCY.observe(t2 - t1)
+    return RealtimeSummary(
+        id=body.request_id,
+        summary=res.summary,
+        model=res.model,
+        usage=Usage(input_tokens=res.input_tokens, output_tokens=res.output_tokens),
+        timings={"tokenize_ms": round((t1 - t0) * 1000, 2), "inference_ms": round((t2 - t1) * 1000, 2)},
+    )

@@ -1,0 +1,97 @@
+"""Typed views of the Précis API's response bodies (``/v1/summaries``).
+
+The models accept (and keep) fields they do not know, so a newer server does not break an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Mode(StrEnum):
+    auto = "auto"
+    realtime = "realtime"
+    async_ = "async"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Usage(_Model):
+    input_tokens: int
+    output_tokens: int
+
+
+class RealtimeSummary(_Model):
+    """``200`` answer of ``POST /v1/summaries``: the summary itself."""
+
+    id: str
+    mode: Literal["realtime"] = "realtime"
+    summary: str
+    model: str
+    usage: Usage
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class AsyncAccepted(_Model):
+    """``202`` answer of ``POST /v1/summaries``: a job was created (or replayed for the same Idempotency-Key)."""
+
+    id: str
+    mode: Literal["async"] = "async"
+    status: JobStatus
+    status_url: str
+    # Set by the client from the response: the job already existed for this Idempotency-Key.
+    replayed: bool = Field(default=False, exclude=True)
+    idempotency_key: str | None = Field(default=None, exclude=True)
+
+
+class Progress(_Model):
+    chunks_done: int = 0
+    chunks_total: int = 0
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of chunks done, or None while the total is not known yet."""
+        return self.chunks_done / self.chunks_total if self.chunks_total > 0 else None
+
+
+class JobError(_Model):
+    type: str
+    detail: str
+
+
+class JobView(_Model):
+    """``GET``/``DELETE /v1/summaries/{id}``: a job's state."""
+
+    id: str
+    status: JobStatus
+    progress: Progress = Field(default_factory=Progress)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    summary: str | None = None
+    error: JobError | None = None
+    notifications: list[dict[str, Any]] | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal

@@ -1,0 +1,473 @@
+"""The gateway driven in process (httpx.ASGITransport, no port, no lifespan): content type, byte
+limit, validation, auth, rate limit, routing by length or explicit mode, and how upstream answers
+and failures become the gateway's answers.
+
+The gateway's state is handed in through ``app.dependency_overrides``; its upstream client is
+replaced by one that calls in-process fakes of realtime_svc and async_svc (ASGI apps), so what the
+gateway sent each of them can be checked. The real aiohttp hop, keep-alive and resend-on-dead-
+connection are covered by the real-process tests in tests/gateway/."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from common.problems import PROBLEM_JSON
+from common.tokenization import TokenCounter
+from gateway.app import create_app
+from gateway.config import GatewaySettings, hash_key
+from gateway.deps import State, get_state
+from gateway.upstream import Upstream, UpstreamDown, UpstreamTimeout
+from tests.asserts import assert_problem
+
+REALTIME = "http://realtime.test"
+ASYNC = "http://async.test"
+KEY = "k-acme"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+LIMIT = 4096  # max_request_bytes
+THRESHOLD = 16  # routing_threshold_tokens
+SHORT = "A short sentence to summarize."
+LONG = " ".join(["The committee met again and discussed the budget at length."] * 20)
+
+
+class FakeUpstreams:
+    """In-process realtime_svc and async_svc: they record what the gateway sent them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
+        self.realtime_answer: tuple[int, dict[str, Any], dict[str, str]] | None = None
+        self.async_ready = True
+        self.replayed = False
+        self.realtime = FastAPI()
+        self.asyncsvc = FastAPI()
+
+        @self.realtime.post("/internal/summarize")
+        async def summarize(request: Request) -> Response:
+            body = await request.json()
+            self.calls.append(("realtime", "POST /internal/summarize", body, dict(request.headers)))
+            if self.realtime_answer is not None:
+                status, doc, headers = self.realtime_answer
+                return JSONResponse(doc, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+            return JSONResponse(
+                {
+                    "id": body["request_id"],
+                    "mode": "realtime",
+                    "summary": "short.",
+                    "model": "fake",
+                    "usage": {"input_tokens": 5, "output_tokens": 2},
+                    "timings": {},
+                }
+            )
+
+        @self.realtime.get("/readyz")
+        async def realtime_ready() -> JSONResponse:
+            return JSONResponse({"ready": True, "checks": {"triton": True}})
+
+        @self.asyncsvc.post("/internal/jobs")
+        async def create(request: Request) -> JSONResponse:
+            self.calls.append(("async", "POST /internal/jobs", await request.json(), dict(request.headers)))
+            headers = {"Idempotent-Replayed": "true"} if self.replayed else {}
+            return JSONResponse({"id": str(uuid.uuid4()), "status": "queued"}, status_code=202, headers=headers)
+
+        @self.asyncsvc.api_route("/internal/jobs/{job_id}", methods=["GET", "DELETE"])
+        async def job(job_id: str, request: Request, x_precis_tenant: str = Header()) -> JSONResponse:
+            self.calls.append(("async", f"{request.method} /internal/jobs", None, dict(request.headers)))
+            if job_id == "00000000-0000-0000-0000-000000000000":
+                doc = {"type": "https://precis.dev/problems/not-found", "title": "Not found", "status": 404}
+                return JSONResponse(doc, status_code=404, media_type=PROBLEM_JSON)
+            status = "cancelling" if request.method == "DELETE" else "running"
+            return JSONResponse({"id": job_id, "status": status, "tenant_seen": x_precis_tenant})
+
+        @self.asyncsvc.get("/readyz")
+        async def async_ready() -> JSONResponse:
+            ok = self.async_ready
+            return JSONResponse({"ready": ok, "checks": {}}, status_code=200 if ok else 503)
+
+
+class ASGIUpstream:
+    """The gateway's UpstreamClient over in-process ASGI apps (one httpx client per base URL)."""
+
+    def __init__(self, apps: dict[str, FastAPI]) -> None:
+        self.clients = {
+            base: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base) for base, app in apps.items()
+        }
+        self.fail: type[Exception] | None = None
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout_s: float,
+        payload: Any = None,
+        headers: dict[str, str] | None = None,
+        retry_disconnect: bool = False,
+    ) -> Upstream:
+        if self.fail is not None:
+            raise self.fail(url)
+        base = next(b for b in self.clients if url.startswith(b))
+        hdrs = dict(headers or {})
+        data = None
+        if payload is not None:
+            data = json.dumps(payload, ensure_ascii=False).encode()
+            hdrs["Content-Type"] = "application/json"
+        r = await self.clients[base].request(method, url, content=data, headers=hdrs)
+        return Upstream(r.status_code, r.content, r.headers)
+
+    async def aclose(self) -> None:
+        for c in self.clients.values():
+            await c.aclose()
+
+
+@pytest.fixture(scope="module")
+def counter() -> TokenCounter:
+    return TokenCounter()
+
+
+def settings(**extra: Any) -> GatewaySettings:
+    base: dict[str, Any] = {
+        "env": "test",
+        "api_keys": SecretStr(json.dumps({hash_key(KEY): "acme"})),
+        "dev_api_key": SecretStr(""),
+        "realtime_url": REALTIME,
+        "async_url": ASYNC,
+        "max_request_bytes": LIMIT,
+        "routing_threshold_tokens": THRESHOLD,
+        "public_base_url": None,
+    }
+    base.update(extra)
+    return GatewaySettings(**base)
+
+
+class Gateway:
+    def __init__(self, client: httpx.AsyncClient, fakes: FakeUpstreams, upstream: ASGIUpstream, state: State):
+        self.client = client
+        self.fakes = fakes
+        self.upstream = upstream
+        self.state = state
+
+
+async def make_gateway(counter: TokenCounter, **extra: Any) -> Gateway:
+    fakes = FakeUpstreams()
+    upstream = ASGIUpstream({REALTIME: fakes.realtime, ASYNC: fakes.asyncsvc})
+    state = State(settings(**extra), upstream, counter)
+    app = create_app()
+
+    async def test_state() -> State:
+        return state
+
+    app.dependency_overrides[get_state] = test_state
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test")
+    return Gateway(client, fakes, upstream, state)
+
+
+@pytest.fixture
+async def gw(counter: TokenCounter) -> AsyncIterator[Gateway]:
+    g = await make_gateway(counter)
+    yield g
+    await g.client.aclose()
+    await g.upstream.aclose()
+
+
+def routed(mode: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("precis_gateway_routed_total", {"mode": mode, "reason": reason}) or 0.0
+
+
+async def post(gw: Gateway, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    return await gw.client.post("/v1/summaries", json=body, headers={**AUTH, **(headers or {})})
+
+
+# ---- content type, size, validation --------------------------------------------------------
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_wrong_content_type_is_415(gw: Gateway, ctype: str | None) -> None:
+    headers = dict(AUTH)
+    if ctype:
+        headers["Content-Type"] = ctype
+    r = await gw.client.post("/v1/summaries", content=json.dumps({"text": SHORT}).encode(), headers=headers)
+    doc = assert_problem(r, 415, "unsupported-media-type")
+    assert "application/json" in doc["detail"]
+    assert gw.fakes.calls == []
+
+
+async def test_json_content_type_with_charset_is_accepted(gw: Gateway) -> None:
+    r = await gw.client.post(
+        "/v1/summaries",
+        content=json.dumps({"text": SHORT}).encode(),
+        headers={**AUTH, "Content-Type": "Application/JSON; charset=utf-8"},
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_declared_body_over_the_limit_is_413_naming_the_limit(gw: Gateway) -> None:
+    r = await post(gw, {"text": "x" * (LIMIT + 10)})
+    doc = assert_problem(r, 413, "request-too-large")
+    assert doc["limit_bytes"] == LIMIT
+    assert f"the limit is {LIMIT} bytes" in doc["detail"]
+    assert gw.fakes.calls == []
+
+
+async def test_streamed_body_over_the_limit_is_413(gw: Gateway) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+
+    r = await gw.client.post("/v1/summaries", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+    doc = assert_problem(r, 413, "request-too-large")
+    assert doc["limit_bytes"] == LIMIT
+    assert f"exceeds the limit of {LIMIT} bytes" in doc["detail"]
+
+
+async def test_text_over_the_text_limit_is_413_text_too_large(counter: TokenCounter) -> None:
+    from common.schemas import MAX_TEXT_BYTES
+
+    g = await make_gateway(counter, max_request_bytes=MAX_TEXT_BYTES + 65536)
+    try:
+        r = await post(g, {"text": "a" * (MAX_TEXT_BYTES + 1)})
+        doc = assert_problem(r, 413, "text-too-large")
+        assert doc["limit_bytes"] == MAX_TEXT_BYTES
+        assert doc["size_bytes"] == MAX_TEXT_BYTES + 1
+        assert g.fakes.calls == []
+    finally:
+        await g.client.aclose()
+        await g.upstream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "text"),
+        ({"text": "   "}, "text"),
+        ({"text": SHORT, "colour": "blue"}, "colour"),
+        ({"text": SHORT, "language": "English!"}, "language"),
+        ({"text": SHORT, "mode": "fast"}, "mode"),
+        ({"text": SHORT, "max_summary_tokens": 0}, "max_summary_tokens"),
+    ],
+)
+async def test_invalid_body_is_422_naming_the_field(gw: Gateway, body: dict[str, Any], field: str) -> None:
+    doc = assert_problem(await post(gw, body), 422, "validation-error")
+    assert [e["field"] for e in doc["errors"]] == [field]
+    assert doc["detail"].startswith(f"{field}: ")
+    assert gw.fakes.calls == []
+
+
+async def test_malformed_json_is_422(gw: Gateway) -> None:
+    r = await gw.client.post(
+        "/v1/summaries", content=b'{"text": ', headers={**AUTH, "Content-Type": "application/json"}
+    )
+    doc = assert_problem(r, 422, "validation-error")
+    assert doc["errors"][0]["type"] == "json_invalid"
+
+
+async def test_notify_on_a_realtime_summary_is_422(gw: Gateway) -> None:
+    before = routed("realtime", "explicit")
+    r = await post(gw, {"text": SHORT, "mode": "realtime", "notify": {"webhook_url": "https://example.com/h"}})
+    doc = assert_problem(r, 422, "validation-error")
+    assert doc["detail"] == "notify: only async summaries send notifications"
+    assert gw.fakes.calls == []
+    assert routed("realtime", "explicit") == before + 1  # counted as routed, as before the split
+
+
+async def test_idempotency_key_over_255_chars_is_422(gw: Gateway) -> None:
+    doc = assert_problem(await post(gw, {"text": LONG}, {"Idempotency-Key": "k" * 256}), 422, "validation-error")
+    assert "Idempotency-Key" in doc["detail"]
+
+
+# ---- auth and rate limit ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "send 'Authorization: Bearer <api key>'"),
+        ({"Authorization": f"Basic {KEY}"}, "send 'Authorization: Bearer <api key>'"),
+        ({"Authorization": "Bearer not-a-key"}, "the API key is not recognised"),
+    ],
+)
+async def test_missing_or_unknown_key_is_401(gw: Gateway, headers: dict[str, str], detail: str) -> None:
+    r = await gw.client.post("/v1/summaries", json={"text": SHORT}, headers=headers)
+    doc = assert_problem(r, 401, "unauthorized")
+    assert doc["detail"] == detail
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = await gw.client.get(f"/v1/summaries/{uuid.uuid4()}", headers=headers)
+    assert_problem(r, 401, "unauthorized")
+    assert gw.fakes.calls == []
+
+
+async def test_auth_comes_before_content_type_and_size(gw: Gateway) -> None:
+    r = await gw.client.post("/v1/summaries", content=b"x" * (LIMIT * 2), headers={"Content-Type": "text/plain"})
+    assert_problem(r, 401, "unauthorized")
+
+
+async def test_over_the_tenant_rate_is_429_with_retry_after(counter: TokenCounter) -> None:
+    g = await make_gateway(counter, rate_limit_per_minute=1, rate_limit_burst=1)
+    try:
+        assert (await post(g, {"text": SHORT})).status_code == 200
+        r = await post(g, {"text": SHORT})
+        doc = assert_problem(r, 429, "rate-limited")
+        assert doc["limit_per_minute"] == 1
+        assert "1 requests/minute (burst 1)" in doc["detail"]
+        assert int(r.headers["retry-after"]) >= 1
+    finally:
+        await g.client.aclose()
+        await g.upstream.aclose()
+
+
+# ---- routing -------------------------------------------------------------------------------
+
+
+async def test_auto_short_text_goes_realtime_and_the_summary_is_relayed(gw: Gateway) -> None:
+    before = routed("realtime", "threshold")
+    r = await post(gw, {"text": SHORT, "language": "en"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["summary"] == "short."
+    [(svc, call, payload, _)] = gw.fakes.calls
+    assert (svc, call) == ("realtime", "POST /internal/summarize")
+    assert payload is not None
+    assert payload["text"] == SHORT and payload["language"] == "en"
+    assert payload["max_summary_tokens"] == 128  # DEFAULT_REALTIME_SUMMARY_TOKENS
+    assert r.json()["id"] == payload["request_id"]
+    assert routed("realtime", "threshold") == before + 1
+
+
+async def test_auto_long_text_goes_async_with_tenant_and_idempotency_key(gw: Gateway) -> None:
+    before = routed("async", "threshold")
+    r = await post(gw, {"text": LONG, "metadata": {"ref": 7}}, {"Idempotency-Key": "abc"})
+    assert r.status_code == 202, r.text
+    doc = r.json()
+    assert doc["status"] == "queued"
+    assert doc["status_url"] == f"http://gw.test/v1/summaries/{doc['id']}"
+    assert r.headers["location"] == doc["status_url"]
+    assert "idempotent-replayed" not in r.headers
+    [(svc, call, payload, headers)] = gw.fakes.calls
+    assert (svc, call) == ("async", "POST /internal/jobs")
+    assert payload == {
+        "text": LONG,
+        "max_summary_tokens": None,
+        "language": "auto",
+        "notify": None,
+        "metadata": {"ref": 7},
+    }
+    assert headers["x-precis-tenant"] == "acme"
+    assert headers["idempotency-key"] == "abc"
+    assert routed("async", "threshold") == before + 1
+
+
+async def test_explicit_mode_overrides_the_length(gw: Gateway) -> None:
+    rt, asy = routed("realtime", "explicit"), routed("async", "explicit")
+    assert (await post(gw, {"text": SHORT, "mode": "async"})).status_code == 202
+    assert (await post(gw, {"text": LONG, "mode": "realtime"})).status_code == 200
+    assert [c[0] for c in gw.fakes.calls] == ["async", "realtime"]
+    assert routed("realtime", "explicit") == rt + 1
+    assert routed("async", "explicit") == asy + 1
+
+
+async def test_async_replay_and_public_base_url(counter: TokenCounter) -> None:
+    g = await make_gateway(counter, public_base_url="https://api.example.com/")
+    g.fakes.replayed = True
+    try:
+        r = await post(g, {"text": SHORT, "mode": "async"}, {"Idempotency-Key": "abc"})
+        assert r.status_code == 202
+        assert r.headers["idempotent-replayed"] == "true"
+        assert r.json()["status_url"].startswith("https://api.example.com/v1/summaries/")
+    finally:
+        await g.client.aclose()
+        await g.upstream.aclose()
+
+
+async def test_notify_is_forwarded_to_async(gw: Gateway) -> None:
+    r = await post(gw, {"text": SHORT, "mode": "async", "notify": {"webhook_url": "https://example.com/h"}})
+    assert r.status_code == 202, r.text
+    payload = gw.fakes.calls[0][2]
+    assert payload is not None and payload["notify"] == {"webhook_url": "https://example.com/h"}
+
+
+# ---- upstream answers and failures -----------------------------------------------------------
+
+
+async def test_upstream_problem_is_relayed_as_is(gw: Gateway) -> None:
+    doc = {"type": "https://precis.dev/problems/model-overloaded", "title": "x", "status": 503, "detail": "busy"}
+    gw.fakes.realtime_answer = (503, doc, {"Retry-After": "3", "X-Internal": "no"})
+    r = await post(gw, {"text": SHORT})
+    assert r.status_code == 503
+    assert r.json() == doc
+    assert r.headers["content-type"].startswith(PROBLEM_JSON)
+    assert r.headers["retry-after"] == "3"
+    assert "x-internal" not in r.headers
+
+
+@pytest.mark.parametrize(
+    ("fail", "body", "status", "type_"),
+    [
+        (UpstreamDown, {"text": SHORT}, 503, "upstream-unavailable"),
+        (UpstreamTimeout, {"text": SHORT}, 504, "upstream-timeout"),
+        (UpstreamDown, {"text": LONG}, 503, "upstream-unavailable"),
+        (UpstreamTimeout, {"text": LONG}, 503, "upstream-unavailable"),  # unknown outcome: retry with the key
+    ],
+)
+async def test_upstream_failures(gw: Gateway, fail: type[Exception], body: dict, status: int, type_: str) -> None:
+    gw.upstream.fail = fail
+    r = await post(gw, body)
+    doc = assert_problem(r, status, type_)
+    if status == 503:
+        assert r.headers["retry-after"] == "2"
+    else:
+        assert doc["detail"] == "no summary within 35 s"
+
+
+# ---- job reads and cancels -------------------------------------------------------------------
+
+
+async def test_job_read_and_cancel_are_proxied_with_the_tenant(gw: Gateway) -> None:
+    job_id = str(uuid.uuid4())
+    r = await gw.client.get(f"/v1/summaries/{job_id}", headers=AUTH)
+    assert r.status_code == 200
+    assert r.json() == {"id": job_id, "status": "running", "tenant_seen": "acme"}
+    r = await gw.client.delete(f"/v1/summaries/{job_id}", headers=AUTH)
+    assert r.json()["status"] == "cancelling"
+    assert [c[1] for c in gw.fakes.calls] == ["GET /internal/jobs", "DELETE /internal/jobs"]
+
+
+async def test_job_id_that_is_not_a_uuid_is_404_without_a_hop(gw: Gateway) -> None:
+    doc = assert_problem(await gw.client.get("/v1/summaries/nope", headers=AUTH), 404, "not-found")
+    assert doc["detail"] == "no summary job with this id"
+    assert gw.fakes.calls == []
+
+
+async def test_unknown_job_404_is_relayed(gw: Gateway) -> None:
+    r = await gw.client.get("/v1/summaries/00000000-0000-0000-0000-000000000000", headers=AUTH)
+    assert_problem(r, 404, "not-found")
+
+
+async def test_unknown_route_and_method_are_problems(gw: Gateway) -> None:
+    assert_problem(await gw.client.get("/v2/nothing"), 404, "not-found")
+    assert_problem(await gw.client.put("/v1/summaries", headers=AUTH), 405, "method-not-allowed")
+
+
+# ---- health --------------------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz(gw: Gateway) -> None:
+    r = await gw.client.get("/healthz")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    r = await gw.client.get("/readyz")
+    assert (r.status_code, r.json()) == (200, {"ready": True, "checks": {"realtime_svc": True, "async_svc": True}})
+    gw.fakes.async_ready = False
+    r = await gw.client.get("/readyz")
+    assert (r.status_code, r.json()) == (503, {"ready": False, "checks": {"realtime_svc": True, "async_svc": False}})
+    gw.upstream.fail = UpstreamDown
+    r = await gw.client.get("/readyz")
+    assert (r.status_code, r.json()["checks"]) == (503, {"realtime_svc": False, "async_svc": False})
