@@ -20,11 +20,9 @@ from async_svc.deps import State
 from async_svc.intake import GroupCommitter
 from async_svc.routers import health, jobs
 from common import kafka
-from common.appstate import set_state
+from common.appstate import service_app, set_state
 from common.logs import setup_logging
-from common.metrics import install_metrics
 from common.outbox import OutboxRelay
-from common.problems import install_problem_handlers
 from common.store import Database
 
 log = logging.getLogger(__name__)
@@ -67,12 +65,7 @@ def _fault_hook(mode: str) -> Callable[[str], None] | None:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Précis async_svc", version="0.1.0", lifespan=lifespan)
-    install_problem_handlers(app)
-    install_metrics(app, "async_svc")
-    app.include_router(jobs.router)
-    app.include_router(health.router)
-    return app
+    return service_app("async_svc", "Précis async_svc", lifespan, [jobs.router, health.router])
 
 
 app = create_app()

@@ -7,9 +7,10 @@ from pydantic import Field, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
 from common.settings import HttpServerSettings, KafkaSettings, StoreSettings
+from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
 
-class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings):
+class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGuardSettings):
     """Job intake: the store (job rows + outbox) and the broker (the outbox relay)."""
 
     service_name: str = "async_svc"

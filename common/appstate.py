@@ -14,9 +14,13 @@ from test parts, or ``app.dependency_overrides[get_state] = lambda: fake``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+
+from common.metrics import install_metrics
+from common.problems import install_problem_handlers
 
 T = TypeVar("T")
 
@@ -36,3 +40,20 @@ def state_getter(cls: type[T]) -> Callable[[Request], Awaitable[T]]:
 
     get_state.__qualname__ = f"get_state[{cls.__name__}]"
     return get_state
+
+
+def service_app(
+    service: str,
+    title: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    routers: list[APIRouter],
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """A service's FastAPI app: its lifespan and routers, plus what every service has
+    (problem+json handlers, HTTP metrics and ``/metrics``)."""
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, **fastapi_kwargs)
+    install_problem_handlers(app)
+    install_metrics(app, service)
+    for router in routers:
+        app.include_router(router)
+    return app

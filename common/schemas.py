@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from common.webhook_url import MAX_WEBHOOK_URL_LENGTH, validate_submitted
+
 # Public limits, named in every 4xx that enforces them.
 MAX_TEXT_BYTES = 10_000_000  # 10 MB of UTF-8 text per job (claim-check in the store)
 MAX_SUMMARY_TOKENS = 512
@@ -54,6 +56,23 @@ class Notify(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr | None = None
     webhook_url: AnyHttpUrl | None = None
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_url_short(cls, v: Any) -> Any:
+        # before parsing: a huge string is refused unread, with the limit named
+        if isinstance(v, str) and len(v) > MAX_WEBHOOK_URL_LENGTH:
+            raise ValueError(f"webhook URL is {len(v)} characters; the limit is {MAX_WEBHOOK_URL_LENGTH}")
+        return v
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_safe(cls, v: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # SSRF guard, static checks only (no DNS in the request path); the notifier checks the
+        # resolved addresses again at send time (common/webhook_url.py)
+        if v is not None:
+            validate_submitted(str(v))
+        return v
 
 
 class SummaryRequest(BaseModel):

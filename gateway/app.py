@@ -13,10 +13,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from common.appstate import set_state
+from common.appstate import service_app, set_state
 from common.logs import setup_logging
-from common.metrics import install_metrics
-from common.problems import install_problem_handlers
 from common.tokenization import TokenCounter
 from gateway.config import get_settings
 from gateway.deps import State
@@ -38,17 +36,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
-        title="Précis",
-        version="0.1.0",
+    return service_app(
+        "gateway",
+        "Précis",
+        lifespan,
+        [summaries.router, health.router],
         description="Summaries of short texts at once (realtime) and of long documents as jobs (async).",
-        lifespan=lifespan,
     )
-    install_problem_handlers(app)
-    install_metrics(app, "gateway")
-    app.include_router(summaries.router)
-    app.include_router(health.router)
-    return app
 
 
 app = create_app()

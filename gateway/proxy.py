@@ -13,10 +13,20 @@ from common.schemas import DEFAULT_REALTIME_SUMMARY_TOKENS, AsyncAccepted, Summa
 from gateway.deps import State
 from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
 
+# Hosts the request's own base URL may be echoed for when PRECIS_PUBLIC_BASE_URL is unset: the
+# loopback names of `make run` and the local tests (a link there can only lead a client back to
+# its own machine). Any other Host header is client-controlled (issue #14 item 5) and never echoed.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
 
 def status_url(state: State, request: Request, job_id: str) -> str:
-    base = state.settings.public_base_url or str(request.base_url)
-    return f"{base.rstrip('/')}/v1/summaries/{job_id}"
+    """The job's URL for Location and status_url: under PRECIS_PUBLIC_BASE_URL when set; else
+    absolute only for a loopback Host, relative (``/v1/summaries/<id>``) for any other."""
+    path = f"/v1/summaries/{job_id}"
+    base = state.settings.public_base_url
+    if not base and (request.base_url.hostname or "").lower() in _LOOPBACK_HOSTS:
+        base = str(request.base_url)
+    return f"{base.rstrip('/')}{path}" if base else path
 
 
 async def to_realtime(state: State, body: SummaryRequest) -> Response:

@@ -15,6 +15,7 @@ import aiosmtplib
 import httpx
 
 from common.schemas import JobStatus
+from common.webhook_url import Resolver, pinned_request_args, resolve_checked
 from notifier.config import NotifierSettings
 
 
@@ -67,14 +68,33 @@ def webhook_payload(event_type: str, job: dict[str, Any]) -> bytes:
     ).encode()
 
 
-async def send_webhook(s: NotifierSettings, http: httpx.AsyncClient, url: str, event_id: str, body: bytes) -> None:
+async def send_webhook(
+    s: NotifierSettings,
+    http: httpx.AsyncClient,
+    url: str,
+    event_id: str,
+    body: bytes,
+    resolver: Resolver | None = None,
+) -> None:
+    """Checks the URL again (WebhookUrlError: not retried), resolves it, refuses it if any address
+    is forbidden, and posts to the checked address (pinned: no second lookup), no redirects."""
+    checked, ip = await resolve_checked(url, s.webhook_policy, resolver)
+    target, pin_headers, extensions = pinned_request_args(checked, ip)
     ts = int(time.time())
     headers = {
+        **pin_headers,
         "content-type": "application/json",
         "webhook-id": event_id,
         "webhook-timestamp": str(ts),
         "webhook-signature": sign_webhook(s.webhook_secret.get_secret_value(), event_id, ts, body),
     }
-    resp = await http.post(url, content=body, headers=headers, timeout=s.webhook_timeout_s)
+    resp = await http.post(
+        target,
+        content=body,
+        headers=headers,
+        timeout=s.webhook_timeout_s,
+        follow_redirects=False,
+        extensions=extensions,
+    )
     if resp.status_code >= 300:
         raise httpx.HTTPStatusError(f"webhook answered {resp.status_code}", request=resp.request, response=resp)

@@ -6,12 +6,14 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, model_validator
 
 from common.settings import HttpServerSettings, KafkaSettings, PublicUrlSettings, StoreSettings, refuse_default_secret
+from common.webhook_url import WebhookGuardSettings, WebhookPolicy
 
 DEFAULT_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"precis-local-dev-webhook-secret").decode()
 
 
-class NotifierSettings(HttpServerSettings, StoreSettings, KafkaSettings, PublicUrlSettings):
-    """Email/webhook delivery: the store (job lookups), the broker (job events), SMTP, webhooks."""
+class NotifierSettings(HttpServerSettings, StoreSettings, KafkaSettings, PublicUrlSettings, WebhookGuardSettings):
+    """Email/webhook delivery: the store (job lookups), the broker (job events), SMTP, webhooks
+    (with the SSRF policy ``PRECIS_WEBHOOK_ALLOW_HOSTS``/``_ALLOW_CIDRS``/``_ALLOWED_PORTS``)."""
 
     service_name: str = "notifier"
     group_id: str = "precis-notifier"
@@ -33,6 +35,10 @@ class NotifierSettings(HttpServerSettings, StoreSettings, KafkaSettings, PublicU
         if not self.webhook_secret.get_secret_value().startswith("whsec_"):
             raise ValueError("PRECIS_WEBHOOK_SECRET must look like whsec_<base64> (Standard Webhooks)")
         return self
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        return WebhookPolicy.from_settings(self)
 
 
 @lru_cache

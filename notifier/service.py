@@ -24,6 +24,7 @@ from common.logs import setup_logging
 from common.schemas import JobEvent, JobStatus, NotificationStatus
 from common.serve import health_server
 from common.store import Database, Job, Notification
+from common.webhook_url import Resolver, WebhookUrlError
 from notifier.channels import build_email, send_email, send_webhook, webhook_payload
 from notifier.config import NotifierSettings, get_settings
 
@@ -36,8 +37,11 @@ DRAIN_TIMEOUT_S = 30.0
 
 
 class Notifier:
-    def __init__(self, s: NotifierSettings, db: Database, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, s: NotifierSettings, db: Database, http: httpx.AsyncClient, resolver: Resolver | None = None
+    ) -> None:
         self.s = s
+        self.resolver = resolver  # webhook host lookups (None: getaddrinfo; tests inject one)
         self.db = db
         self.http = http
         self.stopping = asyncio.Event()
@@ -107,7 +111,15 @@ class Notifier:
                         if channel == "email":
                             await send_email(self.s, build_email(self.s, to=target, job=view, event_id=ev.event_id))
                         else:
-                            await send_webhook(self.s, self.http, target, ev.event_id, webhook_payload(ev.type, view))
+                            await send_webhook(
+                                self.s, self.http, target, ev.event_id, webhook_payload(ev.type, view), self.resolver
+                            )
+            except WebhookUrlError as exc:
+                # refused by the SSRF guard at send time: permanent, not retried
+                log.warning("webhook for job %s refused: %s", job.id, exc)
+                await self._record(job.id, channel, NotificationStatus.failed, attempts, f"refused: {exc}"[:500])
+                SENT.labels(channel, "refused").inc()
+                continue
             except RETRYABLE as exc:
                 log.warning("%s for job %s failed after %d attempts: %s", channel, job.id, attempts, exc)
                 await self._record(
@@ -141,7 +153,9 @@ def health_app(n: Notifier) -> FastAPI:
 async def amain(s: NotifierSettings) -> None:
     db = Database(s.database_url)
     await kafka.ensure_topics(s, timeout_s=120)
-    async with httpx.AsyncClient(follow_redirects=False) as http:
+    # no keep-alive: every webhook connection is pinned to the address checked for its name
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(follow_redirects=False, limits=limits) as http:
         n = Notifier(s, db, http)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,10 +11,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from common.appstate import set_state
+from common.appstate import service_app, set_state
 from common.logs import setup_logging
-from common.metrics import install_metrics
-from common.problems import install_problem_handlers
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient
 from realtime_svc.config import get_settings
@@ -36,12 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Précis realtime_svc", version="0.1.0", lifespan=lifespan)
-    install_problem_handlers(app)
-    install_metrics(app, "realtime_svc")
-    app.include_router(summarize.router)
-    app.include_router(health.router)
-    return app
+    return service_app("realtime_svc", "Précis realtime_svc", lifespan, [summarize.router, health.router])
 
 
 app = create_app()

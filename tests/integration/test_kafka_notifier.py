@@ -138,7 +138,11 @@ async def test_signed_webhook_delivered_and_verifiable(db, unused_tcp_port_facto
         import httpx
 
         async with httpx.AsyncClient() as http:
-            n = Notifier(NotifierSettings(webhook_secret=secret, env="test"), db, http)
+            # the local receiver is a private address: admitted by the operator allowlist only
+            s = NotifierSettings(
+                webhook_secret=secret, env="test", webhook_allow_cidrs=["127.0.0.1/32"], webhook_allowed_ports=[port]
+            )
+            n = Notifier(s, db, http)
             await n.handle(_event(job.id))
             await n.handle(_event(job.id))
     finally:

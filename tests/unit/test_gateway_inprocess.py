@@ -349,7 +349,8 @@ async def test_auto_long_text_goes_async_with_tenant_and_idempotency_key(gw: Gat
     assert r.status_code == 202, r.text
     doc = r.json()
     assert doc["status"] == "queued"
-    assert doc["status_url"] == f"http://gw.test/v1/summaries/{doc['id']}"
+    # no public base URL and a non-loopback Host: relative (issue #14 item 5)
+    assert doc["status_url"] == f"/v1/summaries/{doc['id']}"
     assert r.headers["location"] == doc["status_url"]
     assert "idempotent-replayed" not in r.headers
     [(svc, call, payload, headers)] = gw.fakes.calls
@@ -471,3 +472,39 @@ async def test_healthz_and_readyz(gw: Gateway) -> None:
     gw.upstream.fail = UpstreamDown
     r = await gw.client.get("/readyz")
     assert (r.status_code, r.json()["checks"]) == (503, {"realtime_svc": False, "async_svc": False})
+
+
+# ---- host-safe links (issue #14 item 5) --------------------------------------------------------
+
+
+async def test_an_unexpected_host_header_never_appears_in_links(gw: Gateway) -> None:
+    r = await post(gw, {"text": SHORT, "mode": "async"}, {"Host": "evil.example"})
+    assert r.status_code == 202, r.text
+    assert "evil.example" not in r.text and "evil.example" not in r.headers["location"]
+    assert r.json()["status_url"] == r.headers["location"] == f"/v1/summaries/{r.json()['id']}"
+
+
+async def test_a_loopback_host_gets_an_absolute_link_for_local_runs(gw: Gateway) -> None:
+    r = await post(gw, {"text": SHORT, "mode": "async"}, {"Host": "127.0.0.1:8080"})
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"http://127.0.0.1:8080/v1/summaries/{r.json()['id']}"
+
+
+async def test_the_public_base_url_wins_over_any_host_header(counter: TokenCounter) -> None:
+    g = await make_gateway(counter, public_base_url="https://api.example.com")
+    try:
+        r = await post(g, {"text": SHORT, "mode": "async"}, {"Host": "evil.example"})
+        assert r.status_code == 202
+        assert r.headers["location"] == f"https://api.example.com/v1/summaries/{r.json()['id']}"
+        assert "evil.example" not in r.text
+    finally:
+        await g.client.aclose()
+        await g.upstream.aclose()
+
+
+async def test_a_webhook_to_a_private_address_is_refused_at_submit(gw: Gateway) -> None:
+    r = await post(gw, {"text": SHORT, "mode": "async", "notify": {"webhook_url": "http://169.254.169.254/latest"}})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "cloud metadata endpoint" in r.json()["detail"]
+    assert gw.fakes.calls == []

@@ -133,11 +133,11 @@ starttls: {{ $c.starttls }}
      value is the secret PRECIS_DATABASE_URL (secretEnv). (dict "module" "gateway") -> JSON list */}}
 {{- define "precis.settingsPieces" -}}
 {{- $byModule := dict
-      "gateway" (list "http" "tokenizer" "publicUrl" "own")
+      "gateway" (list "http" "tokenizer" "publicUrl" "webhookGuard" "own")
       "realtime_svc" (list "http" "tokenizer" "triton" "own")
-      "async_svc" (list "http" "store" "kafka" "own")
+      "async_svc" (list "http" "store" "kafka" "webhookGuard" "own")
       "worker" (list "http" "store" "kafka" "triton" "tokenizer" "own")
-      "notifier" (list "http" "store" "kafka" "publicUrl" "own") -}}
+      "notifier" (list "http" "store" "kafka" "publicUrl" "webhookGuard" "own") -}}
 {{- if not (hasKey $byModule .module) -}}
 {{- fail (printf "precis.settingsPieces: no settings known for module %s" .module) -}}
 {{- end -}}
@@ -158,7 +158,8 @@ starttls: {{ $c.starttls }}
       "http" (list) "store" (list) "tokenizer" (list)
       "kafka" $kafka
       "triton" (list "PRECIS_TRITON_GRPC_URL" "PRECIS_TRITON_MODEL")
-      "publicUrl" (list "PRECIS_PUBLIC_BASE_URL") -}}
+      "publicUrl" (list "PRECIS_PUBLIC_BASE_URL")
+      "webhookGuard" (list "PRECIS_WEBHOOK_ALLOW_HOSTS" "PRECIS_WEBHOOK_ALLOW_CIDRS" "PRECIS_WEBHOOK_ALLOWED_PORTS") -}}
 {{- $own := dict
       "gateway" (list "PRECIS_REALTIME_URL" "PRECIS_ASYNC_URL" "PRECIS_ROUTING_THRESHOLD_TOKENS")
       "realtime_svc" (list "PRECIS_REALTIME_MAX_INPUT_TOKENS" "PRECIS_REALTIME_DEADLINE_S")
