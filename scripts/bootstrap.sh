@@ -54,7 +54,7 @@ rm -f "$req"
 # on this machine, and an editable install would point at whichever clone made it. Reinstalled
 # when sdk/ changes (its own stamp); its dependencies (typer, rich) come with the dev extras.
 sdk_stamp="$(cd "$PRECIS_ROOT" && find sdk -type f \( -name '*.py' -o -name '*.toml' -o -name '*.typed' -o -name '*.md' \) \
-  -not -path '*/tests/*' -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)"
+  -not -path '*/tests/*' -not -path '*/__pycache__/*' -not -path 'sdk/build/*' -not -path '*.egg-info/*' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)"
 if [ "$(cat "$PRECIS_VENV/.precis-sdk-stamp" 2>/dev/null)" != "$sdk_stamp" ]; then
   log "installing the precis-client SDK and CLI (sdk/)"
   "$PY" -m pip install -q --no-deps "$PRECIS_ROOT/sdk"

@@ -25,6 +25,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF de-quantization
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from summarizer_engine import ConfigError, EngineConfig, InvalidInput, create_engine
 
 
