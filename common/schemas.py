@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -75,13 +76,20 @@ class Notify(BaseModel):
         return v
 
 
+# the first character that is not whitespace, C0/C1 control, or a zero-width / format character
+_VISIBLE = re.compile(
+    r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]"
+)
+
+
 class SummaryRequest(BaseModel):
     """Body of ``POST /v1/summaries``."""
 
     model_config = ConfigDict(extra="forbid")
     text: str = Field(description="The text to summarize (UTF-8, at most 10 MB).")
     mode: Mode = Mode.auto
-    max_summary_tokens: int | None = Field(default=None, ge=1, le=MAX_SUMMARY_TOKENS)
+    # strict: a JSON string ("5") or a boolean (true) is refused, not coerced (issue #14 item 9)
+    max_summary_tokens: int | None = Field(default=None, ge=1, le=MAX_SUMMARY_TOKENS, strict=True)
     language: str = Field(default="auto", pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")
     notify: Notify | None = None
     metadata: dict[str, Any] | None = None
@@ -89,8 +97,15 @@ class SummaryRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("text must contain at least one non-whitespace character")
+        # Visible: not whitespace, not a control or format character (NUL, U+200B zero-width
+        # space, U+FEFF, soft hyphen...): a text made only of those has nothing to summarize.
+        # A regex, not a per-character loop: it stops at the first visible character, and
+        # scans a 10 MB text of invisibles in C.
+        if not _VISIBLE.search(v):
+            raise ValueError(
+                "text must contain at least one visible, non-whitespace character "
+                "(not only control or zero-width characters)"
+            )
         # The 10 MB size limit is enforced by the services as 413 (not 422), see check_text_size.
         return v
 

@@ -55,7 +55,7 @@ async def to_realtime(state: State, body: SummaryRequest) -> Response:
     except UpstreamDown:
         raise upstream_down("realtime") from None
     if resp.status != 200:
-        return forward(resp)
+        return forward(resp, "/v1/summaries")
     # realtime_svc's body is already the public RealtimeSummary: relay the bytes as they are
     return Response(resp.body, status_code=200, media_type="application/json")
 
@@ -86,7 +86,7 @@ async def to_async(
         # Unknown outcome: the client retries with its Idempotency-Key (see README)
         raise upstream_down("async") from None
     if resp.status != 202:
-        return forward(resp)
+        return forward(resp, "/v1/summaries")
     job = resp.json()
     url = status_url(state, request, job["id"])
     out = AsyncAccepted(id=job["id"], status=job["status"], status_url=url)
@@ -112,5 +112,5 @@ async def job_call(state: State, method: str, job_id: str, tenant: str) -> Respo
     except (UpstreamTimeout, UpstreamDown):
         raise upstream_down("async") from None
     if resp.status != 200:
-        return forward(resp)
+        return forward(resp, f"/v1/summaries/{job_id}")
     return JSONResponse(resp.json(), status_code=200)

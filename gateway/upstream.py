@@ -129,11 +129,21 @@ class AiohttpUpstream:
         await self.http.close()
 
 
-def forward(resp: Upstream) -> Response:
-    """Relay an internal service's error as-is (it is already problem+json)."""
+def forward(resp: Upstream, instance: str) -> Response:
+    """Relay an internal service's error (it is already problem+json), with ``instance`` set to
+    the public path the caller asked for: the internal one (``/internal/jobs/<id>``) names a
+    route of the private network and is never shown (issue #14 item 9)."""
     headers = {k: v for k, v in resp.headers.items() if k.lower() in ("retry-after",)}
     media = resp.headers.get("content-type", PROBLEM_JSON)
-    return Response(resp.body, status_code=resp.status, headers=headers, media_type=media)
+    body = resp.body
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "instance" in doc:
+        doc["instance"] = instance
+        body = json.dumps(doc, ensure_ascii=False).encode()
+    return Response(body, status_code=resp.status, headers=headers, media_type=media)
 
 
 def upstream_down(name: str) -> Problem:

@@ -410,6 +410,22 @@ async def test_upstream_problem_is_relayed_as_is(gw: Gateway) -> None:
     assert "x-internal" not in r.headers
 
 
+async def test_a_relayed_problem_names_the_public_path_never_an_internal_one(gw: Gateway) -> None:
+    # issue #14 item 9: internal routes (/internal/...) were relayed in the problem's instance
+    doc = {
+        "type": "https://precis.dev/problems/model-overloaded",
+        "title": "x",
+        "status": 503,
+        "detail": "busy",
+        "instance": "/internal/summarize",
+    }
+    gw.fakes.realtime_answer = (503, doc, {"Retry-After": "3"})
+    r = await post(gw, {"text": SHORT})
+    assert r.status_code == 503
+    assert r.json() == {**doc, "instance": "/v1/summaries"}
+    assert "/internal" not in r.text
+
+
 @pytest.mark.parametrize(
     ("fail", "body", "status", "type_"),
     [
