@@ -22,8 +22,10 @@ TokenizerSettings   tokenizer_path                                              
 PublicUrlSettings   public_base_url                                                     gateway, notifier
 ==================  ==================================================================  =================
 
-:class:`CommonSettings` (store + Kafka) is for the one-off tools (``python -m common.migrate``,
-``python -m common.topics``) and tests that need a broker or a store; no service uses it.
+:class:`CommonSettings` (store + Kafka) is for tests that need both a broker and a store; no
+service or tool uses it (``python -m common.migrate`` reads :class:`StoreSettings`,
+``python -m common.topics`` :class:`KafkaSettings`). The webhook guard's piece,
+``WebhookGuardSettings``, lives with the guard in ``common/webhook_url.py``.
 """
 
 from __future__ import annotations

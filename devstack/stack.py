@@ -66,10 +66,6 @@ class StackPorts:
         return self.of("PRECIS_KAFKA_PORT")
 
     @property
-    def kafka_controller(self) -> int:
-        return self.of("PRECIS_KAFKA_CONTROLLER_PORT")
-
-    @property
     def smtp(self) -> int:
         return self.of("PRECIS_SMTP_PORT")
 

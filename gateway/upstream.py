@@ -63,44 +63,8 @@ def open_session(settings: GatewaySettings) -> aiohttp.ClientSession:
     )
 
 
-async def call_upstream(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    timeout_s: float,
-    payload: Any = None,
-    headers: dict[str, str] | None = None,
-    retry_disconnect: bool = False,
-) -> Upstream:
-    """One call to an internal service. ``retry_disconnect`` (only for calls without side effects,
-    like a realtime summary) sends the request once more, on a new connection, when the first
-    connection died before any response: a pooled keep-alive connection to a pod that is shutting
-    down (a rollout) is closed under the request, and the retry reaches a pod that is ready."""
-    data = None
-    hdrs = dict(headers or {})
-    if payload is not None:
-        data = json.dumps(payload, ensure_ascii=False).encode()
-        hdrs["Content-Type"] = "application/json"
-    for attempt in (1, 2):
-        try:
-            async with http.request(
-                method, url, data=data, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)
-            ) as resp:
-                return Upstream(resp.status, await resp.read(), resp.headers)
-        except TimeoutError:  # aiohttp's timeouts are TimeoutError subclasses
-            raise UpstreamTimeout(url) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            if not retry_disconnect or attempt == 2:
-                raise UpstreamDown(url) from None
-            UPSTREAM_RETRIES.inc()
-        except aiohttp.ClientError:
-            raise UpstreamDown(url) from None
-    raise AssertionError("unreachable")
-
-
 class AiohttpUpstream:
-    """:func:`call_upstream` over the gateway's one pooled session (owned by the lifespan)."""
+    """The gateway's hops over its one pooled aiohttp session (owned by the lifespan)."""
 
     def __init__(self, http: aiohttp.ClientSession) -> None:
         self.http = http
@@ -115,15 +79,30 @@ class AiohttpUpstream:
         headers: dict[str, str] | None = None,
         retry_disconnect: bool = False,
     ) -> Upstream:
-        return await call_upstream(
-            self.http,
-            method,
-            url,
-            timeout_s=timeout_s,
-            payload=payload,
-            headers=headers,
-            retry_disconnect=retry_disconnect,
-        )
+        """One call to an internal service. ``retry_disconnect`` (only for calls without side effects,
+        like a realtime summary) sends the request once more, on a new connection, when the first
+        connection died before any response: a pooled keep-alive connection to a pod that is shutting
+        down (a rollout) is closed under the request, and the retry reaches a pod that is ready."""
+        data = None
+        hdrs = dict(headers or {})
+        if payload is not None:
+            data = json.dumps(payload, ensure_ascii=False).encode()
+            hdrs["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            try:
+                async with self.http.request(
+                    method, url, data=data, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)
+                ) as resp:
+                    return Upstream(resp.status, await resp.read(), resp.headers)
+            except TimeoutError:  # aiohttp's timeouts are TimeoutError subclasses
+                raise UpstreamTimeout(url) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if not retry_disconnect or attempt == 2:
+                    raise UpstreamDown(url) from None
+                UPSTREAM_RETRIES.inc()
+            except aiohttp.ClientError:
+                raise UpstreamDown(url) from None
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         await self.http.close()
