@@ -9,12 +9,13 @@ export PRECIS_CACHE PRECIS_VENV
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-integration test-e2e test-faults eval bench bench-realtime bench-async clean
+.PHONY: help install run test test-unit test-integration test-e2e test-faults test-security eval bench bench-realtime bench-async clean
 
 help:
 	@echo "make run         start the whole platform locally (installs what is missing)"
 	@echo "make test        the whole test suite (unit, integration, e2e, chart)"
 	@echo "make test-faults fault-injection tests (real broker, store, Triton)"
+	@echo "make test-security the security suite (SSRF, tenants, limits, injection, poisoned events)"
 	@echo "make chart-test  helm lint/template + schema validation + chart tests"
 	@echo "make eval        ROUGE of the model on the eval set"
 	@echo "make bench-realtime / bench-async / bench-http-client   benchmarks -> bench/results/"
@@ -26,7 +27,7 @@ run:
 	@scripts/run.sh
 
 test: install
-	$(PY) -m pytest -m "not faults" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not faults and not security" $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -39,6 +40,11 @@ test-e2e: install
 
 test-faults: install
 	$(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
+
+# tests/security/conftest.py marks everything under tests/security; docs/security.md says what each
+# test stands for.
+test-security: install
+	$(PY) -m pytest -m security tests/security $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/ .pytest_cache
