@@ -558,12 +558,25 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             "description": "An API key, issued by the operator (`precis-dev-key` under `make run`).",
         }
     }
-    for item in doc.get("paths", {}).values():
+    for path, item in doc.get("paths", {}).items():
         for op in item.values():
-            spec = OPERATIONS.get(op["operationId"])
-            if spec is not None:  # tests/unit/test_openapi_document.py: every operation has one
-                _document(op, spec)
+            # tests/unit/test_openapi_document.py fails until every operation has its entry; until
+            # then a new one still gets Problem errors (FastAPI's 422 would now be a dangling $ref)
+            _document(op, OPERATIONS.get(op["operationId"]) or _undocumented(path))
     return doc
+
+
+def _undocumented(path: str) -> Operation:
+    secured = path.startswith("/v1/")
+    errors = (*AUTH, "validation-error", *UNEXPECTED) if secured else ("validation-error", *UNEXPECTED)
+    return Operation(
+        tag="summaries",
+        summary="(not yet documented)",
+        description="",
+        errors=errors,
+        example_path=path,
+        secured=secured,
+    )
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -17,12 +17,14 @@ from urllib.parse import urljoin
 import httpx
 import jsonschema
 import pytest
+from fastapi import APIRouter
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from common.problems import _STATUS_TYPES, PROBLEM_JSON, type_uri
 from gateway.app import create_app
+from gateway.deps import TenantDep
 from gateway.openapi import OPERATIONS, PROBLEM_TYPES, SECURITY_SCHEME
 from gateway.routers.problems import problems_page
 
@@ -251,3 +253,22 @@ async def test_problem_types_resolve_to_their_documentation() -> None:
         unknown = await c.get("/problems/<script>")
         assert unknown.status_code == 404 and unknown.headers["content-type"].startswith(PROBLEM_JSON)
         assert "<script>" not in unknown.json()["detail"]  # the name is not echoed in the detail
+
+
+def test_an_operation_not_yet_in_the_table_still_gets_a_complete_document() -> None:
+    # e.g. a new endpoint merged before its OPERATIONS entry: Problem errors, bearerAuth, no
+    # dangling $ref (test_every_operation_is_documented is what fails until it has its entry)
+    app = create_app()
+    router = APIRouter()
+
+    @router.get("/v1/things")
+    async def list_things(tenant: TenantDep, limit: int = 10) -> dict[str, str]:
+        return {}
+
+    app.include_router(router)
+    doc = app.openapi()
+    assert_document_complete(doc)
+    op = doc["paths"]["/v1/things"]["get"]
+    assert op["security"] == [{SECURITY_SCHEME: []}]
+    assert op["responses"]["422"]["content"][PROBLEM_JSON]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    assert {"401", "429"} <= set(op["responses"])
