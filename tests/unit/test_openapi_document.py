@@ -127,8 +127,8 @@ def test_every_error_response_is_a_problem_with_valid_examples(doc) -> None:
                     problem.validate(ex["value"])
                     assert ex["value"]["status"] == int(code) and ex["value"]["type"] == type_uri(name), where
                     n += 1
-                for header in PROBLEM_TYPES[name].headers:
-                    assert header in resp["headers"], where
+                    for header in PROBLEM_TYPES[name].headers:
+                        assert header in resp["headers"], where
             elif "application/json" in content:
                 media = content["application/json"]
                 assert media.get("examples"), where
