@@ -234,25 +234,19 @@ _PARAGRAPH = (
     "The city council voted on Tuesday to extend the bike lane network by 40 kilometres over the next "
     "three years. Officials said cycling has risen by a quarter since 2020."
 )
+# One example job at two moments: the fields it has from the start, then running and finished.
+_JOB_STARTED = {"id": EXAMPLE_JOB_ID, "created_at": "2025-01-07T10:00:00Z", "started_at": "2025-01-07T10:00:01Z"}
 _JOB_SUCCEEDED = {
-    "id": EXAMPLE_JOB_ID,
+    **_JOB_STARTED,
     "status": "succeeded",
     "progress": {"chunks_done": 15, "chunks_total": 15},
-    "created_at": "2025-01-07T10:00:00Z",
-    "started_at": "2025-01-07T10:00:01Z",
     "finished_at": "2025-01-07T10:02:40Z",
     "summary": "Elizabeth Bennet meets Mr Darcy, whose pride she mistakes for contempt ...",
     "error": None,
     "notifications": [{"channel": "email", "status": "sent", "attempts": 1, "updated_at": "2025-01-07T10:02:41+00:00"}],
     "metadata": {"source": "book-club"},
 }
-_JOB_RUNNING = {
-    "id": EXAMPLE_JOB_ID,
-    "status": "running",
-    "progress": {"chunks_done": 4, "chunks_total": 15},
-    "created_at": "2025-01-07T10:00:00Z",
-    "started_at": "2025-01-07T10:00:01Z",
-}
+_JOB_RUNNING = {**_JOB_STARTED, "status": "running", "progress": {"chunks_done": 4, "chunks_total": 15}}
 
 
 @dataclass(frozen=True)
