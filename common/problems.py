@@ -12,12 +12,25 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://precis.dev/problems/"
+# Where each problem type is documented: docs/problems.md, one section per type, served by the
+# gateway at ``/problems/<type>`` (and the whole page at ``/problems``). The URI is a relative
+# reference (RFC 9457 section 3.1.1 allows it; it resolves against the URL that answered): every
+# answer reaches the client through the gateway, so it resolves to that gateway's page in any
+# deployment, and the identifier is the same string everywhere, which a client can compare.
+# (It was ``https://precis.dev/problems/<type>``, a host nobody serves.)
+PROBLEMS_PATH = "/problems"
+TYPE_BASE = PROBLEMS_PATH + "/"
+
+
+def type_uri(slug: str) -> str:
+    """The ``type`` member of a problem of this type (``/problems/<slug>``)."""
+    return TYPE_BASE + slug
 
 
 class Problem(Exception):
@@ -42,7 +55,7 @@ class Problem(Exception):
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "type": TYPE_BASE + self.type,
+            "type": type_uri(self.type),
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
@@ -51,6 +64,40 @@ class Problem(Exception):
             doc["instance"] = instance
         doc.update(self.extra)
         return doc
+
+
+class FieldError(BaseModel):
+    """One invalid field of a ``validation-error`` problem."""
+
+    field: str = Field(
+        description="Dotted path of the field (``text``, ``notify.webhook_url``, ``header.Idempotency-Key``)."
+    )
+    message: str = Field(description="What is wrong with it, naming the limit where there is one.")
+    type: str = Field(description="Machine-readable kind of the error (pydantic's error type, e.g. ``string_type``).")
+
+
+class ProblemDetails(BaseModel):
+    """The body of every 4xx/5xx answer (RFC 9457 problem details), as the OpenAPI ``Problem``
+    schema: the five standard members plus the extension members the services really set (each
+    only on the problem types that name it, see docs/problems.md). Other members may appear."""
+
+    model_config = ConfigDict(title="Problem", extra="allow")
+
+    type: str = Field(
+        description="URI reference of the problem type; resolves (against the API's URL) to its documentation.",
+        json_schema_extra={"format": "uri-reference"},
+        examples=["/problems/not-found"],
+    )
+    title: str = Field(description="Short summary of the problem type; the same for every problem of that type.")
+    status: int = Field(ge=100, le=599, description="The HTTP status code of this answer.")
+    detail: str = Field(description="What went wrong with this request, naming the limit that was hit.")
+    instance: str | None = Field(default=None, description="The path of the request that got this answer.")
+    errors: list[FieldError] | None = Field(default=None, description="``validation-error``: each invalid field.")
+    limit_bytes: int | None = Field(default=None, description="``request-too-large``, ``text-too-large``: the limit.")
+    size_bytes: int | None = Field(default=None, description="``text-too-large``: the text's size in UTF-8 bytes.")
+    limit_tokens: int | None = Field(default=None, description="``text-too-long-for-realtime``: the token limit.")
+    input_tokens: int | None = Field(default=None, description="``text-too-long-for-realtime``: the text's tokens.")
+    limit_per_minute: int | None = Field(default=None, description="``rate-limited``: the tenant's rate limit.")
 
 
 def invalid_body(detail: str, **extra: Any) -> Problem:

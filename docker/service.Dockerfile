@@ -85,6 +85,8 @@ COPY --chown=root:root realtime_svc/ realtime_svc/
 COPY --chown=root:root async_svc/ async_svc/
 COPY --chown=root:root worker/ worker/
 COPY --chown=root:root notifier/ notifier/
+# The problem types' documentation, served by the gateway at /problems (gateway/routers/problems.py)
+COPY --chown=root:root docs/problems.md docs/problems.md
 # The tokenizer loads with the runtime's own `tokenizers` and is the byte-level BPE the services'
 # fast path assumes (common/tokenization.py, TokenCounter.byte_bound).
 RUN PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/app /opt/venv/bin/python -c "from common.tokenization import TokenCounter; t = TokenCounter('/opt/precis/tokenizer.json'); assert t.byte_bound and t.count('Hello, world.') > 0"

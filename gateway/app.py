@@ -3,7 +3,9 @@
 Thin wiring: the lifespan owns the clients (one pooled aiohttp session, the token counter), the
 routers hold the endpoints (gateway/routers/), the dependencies the state and tenant
 (gateway/deps.py); reading a request is gateway/body.py, the routing decision gateway/routing.py,
-the two proxies gateway/proxy.py, the hops themselves gateway/upstream.py.
+the two proxies gateway/proxy.py, the hops themselves gateway/upstream.py. The OpenAPI document
+is built by gateway/openapi.py (problem responses, security, examples), the problem types'
+documentation served by gateway/routers/problems.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from common.logs import setup_logging
 from common.tokenization import TokenCounter
 from gateway.config import get_settings
 from gateway.deps import State
-from gateway.routers import health, summaries
+from gateway.openapi import install_openapi, operation_id
+from gateway.routers import health, problems, summaries
 from gateway.upstream import AiohttpUpstream, open_session
 
 
@@ -36,13 +39,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    return service_app(
+    app = service_app(
         "gateway",
         "Précis",
         lifespan,
-        [summaries.router, health.router],
+        [summaries.router, problems.router, health.router],
         description="Summaries of short texts at once (realtime) and of long documents as jobs (async).",
+        generate_unique_id_function=operation_id,
     )
+    install_openapi(app)
+    return app
 
 
 app = create_app()

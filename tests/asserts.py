@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from common.problems import PROBLEM_JSON
+from common.problems import PROBLEM_JSON, type_uri
 
 
 def assert_problem(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
@@ -14,7 +14,7 @@ def assert_problem(r: httpx.Response, status: int, type_: str) -> dict[str, Any]
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM_JSON)
     doc = r.json()
-    assert doc["type"] == f"https://precis.dev/problems/{type_}"
+    assert doc["type"] == type_uri(type_)
     assert doc["status"] == status
     assert "Traceback" not in r.text
     return doc

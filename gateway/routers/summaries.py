@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 
-from common.schemas import AsyncAccepted, JobView, Mode, RealtimeSummary, SummaryRequest
+from common.schemas import AsyncAccepted, JobView, Mode, RealtimeSummary
 from gateway.body import parse_summary_request, read_limited_body, require_json
 from gateway.deps import IdempotencyKey, StateDep, TenantDep
 from gateway.proxy import job_call, to_async, to_realtime
@@ -14,20 +12,14 @@ from gateway.routing import choose_mode
 
 router = APIRouter()
 
-# The body is read by hand (gateway/body.py), so FastAPI does not see it: describe it for OpenAPI.
-_REQUEST_SCHEMA = SummaryRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-_OPENAPI_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {k: v for k, v in _REQUEST_SCHEMA.items() if k != "$defs"}}},
-    }
-}
+# The body is read by hand (gateway/body.py), so FastAPI does not see it: gateway/openapi.py
+# documents it (OPERATIONS["create_summary"], the SummaryRequest schema), with every operation's
+# problem responses and examples.
 
 
 @router.post(
     "/v1/summaries",
     responses={200: {"model": RealtimeSummary}, 202: {"model": AsyncAccepted}},
-    openapi_extra=_OPENAPI_BODY,
 )
 async def create_summary(
     request: Request,

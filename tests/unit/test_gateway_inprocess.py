@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from common.problems import PROBLEM_JSON
+from common.problems import PROBLEM_JSON, type_uri
 from common.tokenization import TokenCounter
 from gateway.app import create_app
 from gateway.config import GatewaySettings, hash_key
@@ -82,7 +82,7 @@ class FakeUpstreams:
         async def job(job_id: str, request: Request, x_precis_tenant: str = Header()) -> JSONResponse:
             self.calls.append(("async", f"{request.method} /internal/jobs", None, dict(request.headers)))
             if job_id == "00000000-0000-0000-0000-000000000000":
-                doc = {"type": "https://precis.dev/problems/not-found", "title": "Not found", "status": 404}
+                doc = {"type": type_uri("not-found"), "title": "Not found", "status": 404}
                 return JSONResponse(doc, status_code=404, media_type=PROBLEM_JSON)
             status = "cancelling" if request.method == "DELETE" else "running"
             return JSONResponse({"id": job_id, "status": status, "tenant_seen": x_precis_tenant})
