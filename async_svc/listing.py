@@ -21,7 +21,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 
 from async_svc.jobs import to_view
 from common.problems import Problem
@@ -67,18 +67,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, job_id
 
 
-async def list_jobs(
-    db: Database,
-    tenant: str,
-    *,
-    status: JobStatus | None = None,
-    created_after: datetime | None = None,
-    limit: int = DEFAULT_LIST_LIMIT,
-    cursor: str | None = None,
-) -> JobList:
-    """One page of ``tenant``'s jobs, newest first; ``next_cursor`` is None on the last page."""
-    if not 1 <= limit <= MAX_LIST_LIMIT:  # the routers check it too; this is the store's own bound
-        raise Problem(422, "validation-error", "Request body is not valid", f"limit: 1 to {MAX_LIST_LIMIT}")
+def page_query(
+    tenant: str, *, status: JobStatus | None, created_after: datetime | None, limit: int, cursor: str | None
+) -> Select[Job]:
+    """The page's SELECT (``limit`` + 1 rows: one more says whether there is a next page)."""
     q = select(Job).where(Job.tenant == tenant)
     if status is not None:
         q = q.where(Job.status == status)
@@ -91,7 +83,22 @@ async def list_jobs(
         # (created_at, id) < (c_at, c_id), spelled out (row values bind without the column types);
         # the redundant created_at <= c_at is the index's range condition.
         q = q.where(Job.created_at <= c_at, or_(Job.created_at < c_at, and_(Job.created_at == c_at, Job.id < c_id)))
-    q = q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)  # one more: is there a next page?
+    return q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+
+
+async def list_jobs(
+    db: Database,
+    tenant: str,
+    *,
+    status: JobStatus | None = None,
+    created_after: datetime | None = None,
+    limit: int = DEFAULT_LIST_LIMIT,
+    cursor: str | None = None,
+) -> JobList:
+    """One page of ``tenant``'s jobs, newest first; ``next_cursor`` is None on the last page."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:  # the routers check it too; this is the store's own bound
+        raise Problem(422, "validation-error", "Request body is not valid", f"limit: 1 to {MAX_LIST_LIMIT}")
+    q = page_query(tenant, status=status, created_after=created_after, limit=limit, cursor=cursor)
     async with db.session() as s:
         jobs = list((await s.execute(q)).scalars())
         more = len(jobs) > limit
