@@ -7,10 +7,11 @@ from pydantic import Field, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
 from common.settings import HttpServerSettings, KafkaSettings, StoreSettings
+from common.store.retention import SweeperSettings  # PRECIS_RETENTION_*: the sweeper runs here
 from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
 
-class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGuardSettings):
+class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGuardSettings, SweeperSettings):
     """Job intake: the store (job rows + outbox) and the broker (the outbox relay)."""
 
     service_name: str = "async_svc"

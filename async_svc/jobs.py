@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +24,7 @@ from common.schemas import (
     Progress,
 )
 from common.store import Database, Job, Notification
+from common.store.retention import DEFAULT_RETENTION, is_expired
 from common.store.transitions import CancelResult, JobTransitions
 
 
@@ -34,6 +35,8 @@ def request_hash(body: dict[str, Any]) -> str:
 
 def to_view(job: Job, notifications: list[Notification] | None = None) -> JobView:
     error = JobError(type=job.error_type, detail=job.error_detail or "") if job.error_type else None
+    # Past expires_at the job shows as expired even before the sweeper deleted its contents.
+    expired = is_expired(job)
     return JobView(
         id=job.id,
         status=job.status,
@@ -41,7 +44,7 @@ def to_view(job: Job, notifications: list[Notification] | None = None) -> JobVie
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        summary=job.summary,
+        summary=None if expired else job.summary,
         error=error,
         notifications=[
             {
@@ -54,7 +57,9 @@ def to_view(job: Job, notifications: list[Notification] | None = None) -> JobVie
         ]
         if notifications
         else None,
-        metadata=job.metadata_,
+        metadata=None if expired else job.metadata_,
+        expires_at=job.expires_at,
+        expired_at=(job.expired_at or job.expires_at) if expired else None,
     )
 
 
@@ -71,6 +76,21 @@ class Conflict(Problem):
 class NotFound(Problem):
     def __init__(self) -> None:
         super().__init__(404, "not-found", "Not found", "no summary job with this id")
+
+
+class Gone(Problem):
+    """410: the job existed, but its retention period is over (its tombstone is all that is left)."""
+
+    def __init__(self, job: Job) -> None:
+        at = job.expires_at or job.expired_at
+        when = at.isoformat() if at else "earlier"
+        super().__init__(
+            410,
+            "job-expired",
+            "Job expired",
+            f"job {job.id} expired at {when}: its document and summary were deleted after the retention period",
+            expired_at=at.isoformat() if at else None,
+        )
 
 
 async def create_job(
@@ -149,15 +169,17 @@ async def get_job(db: Database, tenant: str, job_id: str) -> JobView:
         # Another tenant's id answers exactly like an unknown id.
         if job is None or job.tenant != tenant:
             raise NotFound()
+        if is_expired(job):
+            raise Gone(job)
         notes = (await s.execute(select(Notification).where(Notification.job_id == job_id))).scalars().all()
         return to_view(job, list(notes))
 
 
-async def cancel_job(db: Database, tenant: str, job_id: str) -> JobView:
+async def cancel_job(db: Database, tenant: str, job_id: str, retention: timedelta = DEFAULT_RETENTION) -> JobView:
     """queued → cancelled (event now); running → cancelling (the worker stops between chunks).
     The state machine (common/store/transitions.py) makes each step a compare-and-set, so a
     cancel racing a worker's claim is never lost."""
-    result, job = await JobTransitions(db).request_cancel(job_id, tenant)
+    result, job = await JobTransitions(db, retention).request_cancel(job_id, tenant)
     if result is CancelResult.not_found:
         raise NotFound()
     if result is CancelResult.unchanged and job is not None and job.status.terminal:

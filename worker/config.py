@@ -5,9 +5,12 @@ from functools import lru_cache
 from pydantic import Field
 
 from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, TokenizerSettings, TritonSettings
+from common.store.retention import RetentionSettings  # PRECIS_RETENTION_DAYS: finishing a job stamps expires_at
 
 
-class WorkerSettings(HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings):
+class WorkerSettings(
+    HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings, RetentionSettings
+):
     """Map-reduce of async jobs: the store, the broker, Triton (batch pool) and the tokenizer."""
 
     service_name: str = "worker"

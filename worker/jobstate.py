@@ -5,10 +5,13 @@ one terminal state and emits one event."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from common.schemas import JobMessage, JobStatus
 from common.store import ChunkResult, Database, Job
+from common.store.retention import DEFAULT_RETENTION
 from common.store.transitions import JobTransitions, Lease, LeaseLost, Outcome, RetryPolicy, now
 
 __all__ = ["Cancelled", "JobStore", "LeaseLost"]
@@ -19,11 +22,11 @@ class Cancelled(Exception):
 
 
 class JobStore:
-    def __init__(self, db: Database, owner: str, lease_ttl_s: float) -> None:
+    def __init__(self, db: Database, owner: str, lease_ttl_s: float, retention: timedelta = DEFAULT_RETENTION) -> None:
         self.db = db
         self.owner = owner
         self.lease = Lease.of(owner, lease_ttl_s)
-        self.transitions = JobTransitions(db)
+        self.transitions = JobTransitions(db, retention)
 
     async def load(self, job_id: str) -> Job | None:
         return await self.transitions.load(job_id)

@@ -56,7 +56,7 @@ class JobRunner:
         self.db = db
         self.model = model
         self.counter = counter
-        self.store = JobStore(db, owner, settings.lease_ttl_s)
+        self.store = JobStore(db, owner, settings.lease_ttl_s, settings.retention)
         self.retry = RetryPolicy(settings.max_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s)
         # Jobs this process is running now: a duplicate delivery of one of them (e.g. the job's
         # retry message and its original message on two partitions) waits instead of running it

@@ -35,6 +35,7 @@ from common.outbox import enqueue
 from common.schemas import TERMINAL_STATES, JobEvent, JobMessage, JobStatus
 from common.store.db import Database
 from common.store.models import Job
+from common.store.retention import DEFAULT_RETENTION
 
 QUEUED, RUNNING, CANCELLING = JobStatus.queued, JobStatus.running, JobStatus.cancelling
 SUCCEEDED, FAILED, CANCELLED = JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled
@@ -129,14 +130,16 @@ async def _cas(
     to: JobStatus,
     sources: tuple[JobStatus, ...],
     *where: ColumnElement[bool],
+    retention: timedelta = DEFAULT_RETENTION,
     **values: Any,
 ) -> bool:
-    """Compare-and-set ``sources → to``; a terminal ``to`` writes the event too. True if it matched."""
+    """Compare-and-set ``sources → to``; a terminal ``to`` writes the event too, and stamps
+    ``expires_at`` (terminal time + ``retention``, common/store/retention.py). True if it matched."""
     for src in sources:
         assert to in ALLOWED[src], f"{src} → {to} is not a job transition"
     t = values.setdefault("updated_at", now())
     if to in TERMINAL_STATES:
-        values.update(finished_at=t, lease_owner=None, lease_expires_at=None)
+        values.update(finished_at=t, lease_owner=None, lease_expires_at=None, expires_at=t + retention)
     res = await session.execute(
         update(Job).where(Job.id == job_id, Job.status.in_(sources), *where).values(status=to, **values)
     )
@@ -150,8 +153,10 @@ async def _cas(
 class JobTransitions:
     """The job state machine on one store. Worker-side transitions take the worker's :class:`Lease`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, retention: timedelta = DEFAULT_RETENTION) -> None:
         self.db = db
+        # How long a finished job keeps its document and summary (PRECIS_RETENTION_DAYS).
+        self.retention = retention
 
     async def load(self, job_id: str) -> Job | None:
         async with self.db.session() as s:
@@ -175,7 +180,7 @@ class JobTransitions:
             # A worker's retry may move the job running → queued between the two updates (on
             # PostgreSQL each statement sees the latest commit): then try again, from the top.
             for _ in range(_CANCEL_ROUNDS):
-                if await _cas(s, job_id, CANCELLED, (QUEUED,)):
+                if await _cas(s, job_id, CANCELLED, (QUEUED,), retention=self.retention):
                     result = CancelResult.cancelled
                     break
                 if await _cas(s, job_id, CANCELLING, (RUNNING,)):
@@ -252,6 +257,7 @@ class JobTransitions:
                 SUCCEEDED,
                 (RUNNING,),
                 Job.lease_owner == lease.owner,
+                retention=self.retention,
                 summary=summary,
                 chunks_done=chunks_total,
                 chunks_total=chunks_total,
@@ -262,13 +268,21 @@ class JobTransitions:
     async def settle_cancel(self, job_id: str) -> bool:
         # cancelling → cancelled by whoever sees it (the owner between chunks, or a redelivery).
         async with self.db.transaction() as s:
-            return await _cas(s, job_id, CANCELLED, (CANCELLING,))
+            return await _cas(s, job_id, CANCELLED, (CANCELLING,), retention=self.retention)
 
     async def fail(self, job_id: str, error_type: str, detail: str, msg: JobMessage | None) -> bool:
         """running/queued → failed, with the dead letter (``msg``) in the same transaction."""
         detail = detail[:MAX_ERROR_CHARS]
         async with self.db.transaction() as s:
-            if not await _cas(s, job_id, FAILED, (RUNNING, QUEUED), error_type=error_type, error_detail=detail):
+            if not await _cas(
+                s,
+                job_id,
+                FAILED,
+                (RUNNING, QUEUED),
+                retention=self.retention,
+                error_type=error_type,
+                error_detail=detail,
+            ):
                 return False
             if msg is not None:
                 dead = msg.model_copy(update={"last_error": detail})
