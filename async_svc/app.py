@@ -38,7 +38,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await producer.start()
     relay = OutboxRelay(db, producer, poll_s=settings.outbox_poll_s)
     relay.start()
-    committer = GroupCommitter(db, max_batch=settings.intake_max_batch, fault=_fault_hook(settings.fault_inject))
+    committer = GroupCommitter(
+        db,
+        max_batch=settings.intake_max_batch,
+        fault=_fault_hook(settings.fault_inject),
+        quota=settings.tenant_quota(),
+    )
     committer.start()
     set_state(app, State(settings, db, relay, committer))
     log.info("async_svc ready")
