@@ -284,10 +284,17 @@ class JobTransitions:
             return JobStatus(status)
 
     async def release(self, job_id: str, lease: Lease) -> None:
-        """Give the job back (rebalance, shutdown): the next delivery takes it over at once."""
+        """Give the job back (rebalance, shutdown): the next delivery takes it over at once. A run
+        given back this way is not a spent attempt (the claim counted it; this takes it back), so
+        rebalances never use up a job's attempts; a crashed run gives nothing back and counts."""
         async with self.db.transaction() as s:
             await s.execute(
-                update(Job).where(*lease.held(job_id, RUNNING)).values(lease_expires_at=now() - timedelta(seconds=1))
+                update(Job)
+                .where(*lease.held(job_id, RUNNING))
+                .values(
+                    lease_expires_at=now() - timedelta(seconds=1),
+                    attempts=func.max(Job.attempts - 1, 0) if self.db.is_sqlite else func.greatest(Job.attempts - 1, 0),
+                )
             )
 
     async def guarded(self, session: AsyncSession, job_id: str, lease: Lease, **values: Any) -> JobStatus:

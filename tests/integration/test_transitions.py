@@ -262,3 +262,18 @@ async def test_a_live_lease_is_not_failed_by_an_exhausted_claim(db):
     assert await sm.claim(job.id, Lease.of("worker-dup", 30), POLICY.max_attempts) is None
     assert await sm.status(job.id) == JobStatus.running
     assert await sm.succeed(job.id, owner, "summary", 2)
+
+
+async def test_runs_given_back_on_a_rebalance_spend_no_attempt(db):
+    """A rebalance or a drain gives the job back (release): that run is not a failed attempt, so
+    however many times partitions move, the job still runs; crashed runs are what count."""
+    sm = JobTransitions(db)
+    job, _ = await _new_job(db)
+    for n in range(POLICY.max_attempts * 2):
+        lease = Lease.of(f"worker-{n}", 30)
+        claimed = await sm.claim(job.id, lease, POLICY.max_attempts)
+        assert claimed is not None and claimed.attempts == 1, n
+        await sm.release(job.id, lease)
+    last = Lease.of("worker-last", 30)
+    assert await sm.claim(job.id, last, POLICY.max_attempts) is not None
+    assert await sm.succeed(job.id, last, "summary", 2)
