@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from devstack import wait_until
 from tests.faults.conftest import WORKER_ENV, FaultStack, doc
 
 pytestmark = pytest.mark.faults
@@ -53,11 +54,20 @@ def test_a_paragraph_is_not_starved_by_another_tenants_books(stack: FaultStack):
     behind every A call already waiting."""
     in_flight = int(WORKER_ENV["PRECIS_MAX_IN_FLIGHT_CALLS"])
     tenant_a, tenant_b = _tenants()
-    stack.start_worker()
     books = [_submit(stack, tenant_a, doc(40 + i, 900)) for i in range(4)]
+    # The worker starts once the books are published, so its first poll takes all four (one
+    # partition's records run together); started earlier, it would run the first book alone and
+    # poll the rest only when that batch is done.
+    wait_until(
+        lambda: not stack.sql("SELECT id FROM outbox WHERE topic = 'precis.jobs' AND published_at IS NULL"),
+        30,
+        "the books' messages published",
+    )
+    stack.start_worker()
     deadline = time.monotonic() + 180
     while True:  # every book chunked and its map calls queued
         rows = stack.jobs(books)
+        assert not any(r["status"] in ("succeeded", "failed") for r in rows.values()), "a book finished early"
         if all(r["status"] == "running" and r["chunks_total"] > 1 for r in rows.values()):
             break
         assert time.monotonic() < deadline, {i: (r["status"], r["chunks_total"]) for i, r in rows.items()}
