@@ -39,7 +39,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await producer.start()
     relay = OutboxRelay(db, producer, poll_s=settings.outbox_poll_s)
     relay.start()
-    committer = GroupCommitter(db, max_batch=settings.intake_max_batch, fault=_fault_hook(settings.fault_inject))
+    committer = GroupCommitter(
+        db,
+        max_batch=settings.intake_max_batch,
+        fault=_fault_hook(settings.fault_inject),
+        quota=settings.tenant_quota(),
+    )
     committer.start()
     # Retention runs here, in every async_svc replica (safe: each batch is a conditional update,
     # SKIP LOCKED on PostgreSQL; common/store/retention.py), not in the worker: it needs the store

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from async_svc.intake import GroupCommitter, write_jobs
+from async_svc.intake import GroupCommitter, TenantQuota, write_jobs
 from common.problems import Problem
 from common.schemas import (
     DEFAULT_ASYNC_SUMMARY_TOKENS,
@@ -105,12 +105,15 @@ async def create_job(
     idempotency_key: str | None,
     fault: Callable[[str], None] | None = None,
     committer: GroupCommitter | None = None,
+    quota: TenantQuota | None = None,
 ) -> tuple[Job, bool]:
     """Store the job and its Kafka message atomically. Returns (job, created).
 
     With a ``committer`` (async_svc's lifespan owns one), the two rows are committed together with
-    the other jobs arriving at the same moment (async_svc/intake.py); without, in a transaction
-    of their own (tests, tools)."""
+    the other jobs arriving at the same moment (async_svc/intake.py), under the committer's
+    tenant quota; without, in a transaction of their own under ``quota`` (tests, tools). Over a
+    quota raises :class:`~async_svc.intake.QuotaExceeded` (429); an idempotent replay of a stored
+    job is answered before any quota (it takes no new slot)."""
     params = JobParams(max_summary_tokens=max_summary_tokens or DEFAULT_ASYNC_SUMMARY_TOKENS, language=language)
     body_hash = request_hash({"text": text, "params": params.model_dump(), "notify": notify, "metadata": metadata})
     if idempotency_key:
@@ -143,7 +146,9 @@ async def create_job(
         if committer is not None:
             await committer.add(job, msg.model_dump(mode="json"))
             return job, True
-        await write_jobs(db, [(job, msg.model_dump(mode="json"))], fault)
+        refused = await write_jobs(db, [(job, msg.model_dump(mode="json"))], fault, quota)
+        if job.id in refused:
+            raise refused[job.id]
     except IntegrityError:
         # Two requests with one Idempotency-Key raced: the loser returns the winner's job.
         if idempotency_key:

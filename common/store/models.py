@@ -79,8 +79,10 @@ class Job(Base):
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     status: Mapped[JobStatus] = mapped_column(StatusType(JobStatus), index=True)
     params: Mapped[JobParams] = mapped_column(ParamsType)
-    # Claim-check: the document itself stays here; Kafka carries only the job id.
-    document: Mapped[str] = mapped_column(Text)
+    # Claim-check: the document itself stays here; Kafka carries only the job id. Deferred: no
+    # load of a Job reads it (GET, cancel, the notifier, claims); the worker selects it alone
+    # (JobTransitions.document) when it runs the job. Up to 10 MB, it is the row's bulk.
+    document: Mapped[str] = mapped_column(Text, deferred=True)
     document_bytes: Mapped[int] = mapped_column(Integer)
     request_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
