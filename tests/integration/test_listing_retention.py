@@ -177,7 +177,7 @@ async def test_the_listing_query_reads_its_index_without_a_sort(db, status, inde
 async def _finish(db, retention: timedelta = 30 * DAY, chunks: int = 3) -> str:
     """A job that ran to success through the worker's store, with chunk checkpoints."""
     jid = await _create(db)
-    w = JobStore(db, "w1", 30, retention)
+    w = JobStore(db, "w1", 30, retention=retention)
     assert await w.claim(jid)
     async with db.transaction() as s:
         s.add_all(
