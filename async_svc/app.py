@@ -24,6 +24,7 @@ from common.appstate import service_app, set_state
 from common.logs import setup_logging
 from common.outbox import OutboxRelay
 from common.store import Database
+from common.store.retention import RetentionSweeper
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await producer.start()
     relay = OutboxRelay(db, producer, poll_s=settings.outbox_poll_s)
     relay.start()
-    committer = GroupCommitter(db, max_batch=settings.intake_max_batch, fault=_fault_hook(settings.fault_inject))
+    committer = GroupCommitter(
+        db,
+        max_batch=settings.intake_max_batch,
+        fault=_fault_hook(settings.fault_inject),
+        quota=settings.tenant_quota(),
+    )
     committer.start()
+    # Retention runs here, in every async_svc replica (safe: each batch is a conditional update,
+    # SKIP LOCKED on PostgreSQL; common/store/retention.py), not in the worker: it needs the store
+    # only, and the worker's event loop is for model calls and heartbeats.
+    sweeper = RetentionSweeper(
+        db,
+        settings.retention,
+        batch=settings.retention_sweep_batch,
+        interval_s=settings.retention_sweep_interval_s,
+    )
+    sweeper.start()
     set_state(app, State(settings, db, relay, committer))
     log.info("async_svc ready")
     try:
         yield
     finally:
+        await sweeper.stop()
         await committer.stop()
         await relay.stop()
         await producer.stop()

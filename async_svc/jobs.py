@@ -6,13 +6,13 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from async_svc.intake import GroupCommitter, write_jobs
+from async_svc.intake import GroupCommitter, TenantQuota, write_jobs
 from common.problems import Problem
 from common.schemas import (
     DEFAULT_ASYNC_SUMMARY_TOKENS,
@@ -24,6 +24,7 @@ from common.schemas import (
     Progress,
 )
 from common.store import Database, Job, Notification
+from common.store.retention import DEFAULT_RETENTION, is_expired
 from common.store.transitions import CancelResult, JobTransitions
 
 
@@ -34,6 +35,8 @@ def request_hash(body: dict[str, Any]) -> str:
 
 def to_view(job: Job, notifications: list[Notification] | None = None) -> JobView:
     error = JobError(type=job.error_type, detail=job.error_detail or "") if job.error_type else None
+    # Past expires_at the job shows as expired even before the sweeper deleted its contents.
+    expired = is_expired(job)
     return JobView(
         id=job.id,
         status=job.status,
@@ -41,7 +44,7 @@ def to_view(job: Job, notifications: list[Notification] | None = None) -> JobVie
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        summary=job.summary,
+        summary=None if expired else job.summary,
         error=error,
         notifications=[
             {
@@ -54,7 +57,9 @@ def to_view(job: Job, notifications: list[Notification] | None = None) -> JobVie
         ]
         if notifications
         else None,
-        metadata=job.metadata_,
+        metadata=None if expired else job.metadata_,
+        expires_at=job.expires_at,
+        expired_at=(job.expired_at or job.expires_at) if expired else None,
     )
 
 
@@ -73,6 +78,21 @@ class NotFound(Problem):
         super().__init__(404, "not-found", "Not found", "no summary job with this id")
 
 
+class Gone(Problem):
+    """410: the job existed, but its retention period is over (its tombstone is all that is left)."""
+
+    def __init__(self, job: Job) -> None:
+        at = job.expires_at or job.expired_at
+        when = at.isoformat() if at else "earlier"
+        super().__init__(
+            410,
+            "job-expired",
+            "Job expired",
+            f"job {job.id} expired at {when}: its document and summary were deleted after the retention period",
+            expired_at=at.isoformat() if at else None,
+        )
+
+
 async def create_job(
     db: Database,
     *,
@@ -85,12 +105,15 @@ async def create_job(
     idempotency_key: str | None,
     fault: Callable[[str], None] | None = None,
     committer: GroupCommitter | None = None,
+    quota: TenantQuota | None = None,
 ) -> tuple[Job, bool]:
     """Store the job and its Kafka message atomically. Returns (job, created).
 
     With a ``committer`` (async_svc's lifespan owns one), the two rows are committed together with
-    the other jobs arriving at the same moment (async_svc/intake.py); without, in a transaction
-    of their own (tests, tools)."""
+    the other jobs arriving at the same moment (async_svc/intake.py), under the committer's
+    tenant quota; without, in a transaction of their own under ``quota`` (tests, tools). Over a
+    quota raises :class:`~async_svc.intake.QuotaExceeded` (429); an idempotent replay of a stored
+    job is answered before any quota (it takes no new slot)."""
     params = JobParams(max_summary_tokens=max_summary_tokens or DEFAULT_ASYNC_SUMMARY_TOKENS, language=language)
     body_hash = request_hash({"text": text, "params": params.model_dump(), "notify": notify, "metadata": metadata})
     if idempotency_key:
@@ -123,7 +146,9 @@ async def create_job(
         if committer is not None:
             await committer.add(job, msg.model_dump(mode="json"))
             return job, True
-        await write_jobs(db, [(job, msg.model_dump(mode="json"))], fault)
+        refused = await write_jobs(db, [(job, msg.model_dump(mode="json"))], fault, quota)
+        if job.id in refused:
+            raise refused[job.id]
     except IntegrityError:
         # Two requests with one Idempotency-Key raced: the loser returns the winner's job.
         if idempotency_key:
@@ -149,15 +174,17 @@ async def get_job(db: Database, tenant: str, job_id: str) -> JobView:
         # Another tenant's id answers exactly like an unknown id.
         if job is None or job.tenant != tenant:
             raise NotFound()
+        if is_expired(job):
+            raise Gone(job)
         notes = (await s.execute(select(Notification).where(Notification.job_id == job_id))).scalars().all()
         return to_view(job, list(notes))
 
 
-async def cancel_job(db: Database, tenant: str, job_id: str) -> JobView:
+async def cancel_job(db: Database, tenant: str, job_id: str, retention: timedelta = DEFAULT_RETENTION) -> JobView:
     """queued → cancelled (event now); running → cancelling (the worker stops between chunks).
     The state machine (common/store/transitions.py) makes each step a compare-and-set, so a
     cancel racing a worker's claim is never lost."""
-    result, job = await JobTransitions(db).request_cancel(job_id, tenant)
+    result, job = await JobTransitions(db, retention).request_cancel(job_id, tenant)
     if result is CancelResult.not_found:
         raise NotFound()
     if result is CancelResult.unchanged and job is not None and job.status.terminal:

@@ -86,6 +86,10 @@ class Bench:
             # The load generator is one tenant: lift the per-tenant limit so intake is measured.
             PRECIS_RATE_LIMIT_PER_MINUTE="1000000",
             PRECIS_RATE_LIMIT_BURST="100000",
+            # ... and its job quotas (async_svc: 20 unfinished jobs per tenant by default).
+            PRECIS_QUOTA_MAX_ACTIVE_JOBS="1000000",
+            PRECIS_QUOTA_MAX_STORED_DOCUMENTS="1000000000",
+            PRECIS_QUOTA_MAX_STORED_BYTES=str(10**15),
             **({"PRECIS_DATABASE_URL": self.a.database_url} if self.a.database_url else {}),
         )
         print(f"starting the stack (scripts/run.sh, port offset {self.ports.offset}, var {self.var})", flush=True)

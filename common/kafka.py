@@ -74,6 +74,11 @@ def make_producer(s: KafkaSettings, client_id: str) -> AIOKafkaProducer:
 
 def make_consumer(s: KafkaSettings, *topics: str, group_id: str, client_id: str, **kw: Any) -> AIOKafkaConsumer:
     # Manual commits only: offsets move after the effect is durable (at-least-once delivery).
+    # Fetches are bounded in bytes (aiokafka's defaults: 50 MB per fetch, 1 MB per partition):
+    # the platform's records are small (claim-check: the documents stay in the store), so 4 MB
+    # per fetch is plenty and bounds what a poll buffers. Callers may pass their own.
+    kw.setdefault("fetch_max_bytes", 4 * 1024 * 1024)
+    kw.setdefault("max_partition_fetch_bytes", 1024 * 1024)
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=s.kafka_bootstrap_servers,

@@ -180,6 +180,22 @@ class JobView(BaseModel):
     error: JobError | None = None
     notifications: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None = None
+    # Retention: when the document and summary are (or were) deleted; set once the job finished.
+    expires_at: datetime | None = None
+    # Set once the job has expired (GET answers 410; a listing shows it, without summary or metadata).
+    expired_at: datetime | None = None
+
+
+MAX_LIST_LIMIT = 100  # GET /v1/summaries?limit=
+DEFAULT_LIST_LIMIT = 20
+
+
+class JobList(BaseModel):
+    """``GET /v1/summaries``: one page of the caller's jobs, newest first."""
+
+    items: list[JobView]
+    # Pass as ?cursor= for the next (older) page; null on the last page.
+    next_cursor: str | None = None
 
 
 # ---- internal HTTP bodies ------------------------------------------------------------------

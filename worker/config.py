@@ -5,9 +5,12 @@ from functools import lru_cache
 from pydantic import Field
 
 from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, TokenizerSettings, TritonSettings
+from common.store.retention import RetentionSettings  # PRECIS_RETENTION_DAYS: finishing a job stamps expires_at
 
 
-class WorkerSettings(HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings):
+class WorkerSettings(
+    HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings, RetentionSettings
+):
     """Map-reduce of async jobs: the store, the broker, Triton (batch pool) and the tokenizer."""
 
     service_name: str = "worker"
@@ -29,6 +32,13 @@ class WorkerSettings(HttpServerSettings, StoreSettings, KafkaSettings, TritonSet
     # Records taken per poll (across partitions); those of one partition run together (batch
     # drain), so many short jobs fill Triton's dynamic batches.
     max_poll_records: int = Field(default=16, ge=1, le=500)
+    # UTF-8 bytes of the documents this worker holds at once (worker/runner.py ByteBudget): a
+    # poll of 16 jobs of 10 MB each would otherwise hold 160 MB of text, plus its chunks. A
+    # document over the budget runs alone.
+    max_document_bytes_in_flight: int = Field(default=48 * 1024 * 1024, ge=1024 * 1024)
+    # Kafka fetch bounds (the records are small: the document stays in the store).
+    fetch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     chunk_summary_tokens: int = Field(default=96, ge=8, le=512)
     lease_ttl_s: float = Field(default=30.0, ge=2)
     drain_timeout_s: float = Field(default=60.0, ge=0)

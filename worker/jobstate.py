@@ -5,10 +5,13 @@ one terminal state and emits one event."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from common.schemas import JobMessage, JobStatus
 from common.store import ChunkResult, Database, Job
+from common.store.retention import DEFAULT_RETENTION
 from common.store.transitions import JobTransitions, Lease, LeaseLost, Outcome, RetryPolicy, now
 
 __all__ = ["Cancelled", "JobStore", "LeaseLost"]
@@ -19,18 +22,30 @@ class Cancelled(Exception):
 
 
 class JobStore:
-    def __init__(self, db: Database, owner: str, lease_ttl_s: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        owner: str,
+        lease_ttl_s: float,
+        max_attempts: int | None = None,
+        retention: timedelta = DEFAULT_RETENTION,
+    ) -> None:
         self.db = db
         self.owner = owner
         self.lease = Lease.of(owner, lease_ttl_s)
-        self.transitions = JobTransitions(db)
+        self.max_attempts = max_attempts
+        self.transitions = JobTransitions(db, retention)
 
     async def load(self, job_id: str) -> Job | None:
         return await self.transitions.load(job_id)
 
     async def take(self, job_id: str) -> Job | None:
-        """Claim the job; the job (read by the claim itself) when this worker now owns it."""
-        return await self.transitions.claim(job_id, self.lease)
+        """Claim the job (without its document); the job when this worker now owns it. A claim
+        past ``max_attempts`` fails the job instead (crashed runs count too)."""
+        return await self.transitions.claim(job_id, self.lease, self.max_attempts)
+
+    async def document(self, job_id: str) -> str | None:
+        return await self.transitions.document(job_id)
 
     async def claim(self, job_id: str) -> bool:
         """queued → running (or take over an expired lease). True when this worker now owns it."""

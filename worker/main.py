@@ -34,6 +34,8 @@ def make_loop(settings: WorkerSettings, runner: JobRunner, owner: str) -> Consum
         heartbeat_interval_ms=settings.session_timeout_ms // 5,
         max_poll_interval_ms=settings.max_poll_interval_ms,
         max_poll_records=settings.max_poll_records,
+        fetch_max_bytes=settings.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
     )
     return ConsumerLoop(
         consumer, [kafka.JOBS, kafka.JOBS_RETRY], runner.handle_batch, drain_timeout_s=settings.drain_timeout_s

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -32,16 +34,81 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class FairSlots:
+    """At most ``limit`` holders at a time; waiters are served round-robin by tenant (FIFO within
+    a tenant), so a tenant with one call waiting gets the next free slot after at most one call
+    of each other waiting tenant, however many calls those tenants have queued.
+
+    A FIFO semaphore (what this replaces) serves calls in arrival order: a one-chunk job that
+    arrives behind another tenant's book waits for every chunk of the book queued before it.
+    Hand-written: asyncio, anyio and aiolimiter have counting and rate limiters, none with
+    per-key round-robin queues.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+        # tenant → its waiters; the order of the keys is the round-robin order.
+        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    def waiting(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    @asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        await self._acquire(tenant)
+        try:
+            yield
+        finally:
+            self.busy -= 1
+            self._wake()
+
+    async def _acquire(self, tenant: str) -> None:
+        if self.busy < self.limit and not self._waiting:
+            self.busy += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant, deque()).append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # The slot was handed over just as we were cancelled: pass it on.
+                self.busy -= 1
+                self._wake()
+            else:
+                q = self._waiting.get(tenant)
+                if q is not None and fut in q:
+                    q.remove(fut)
+                    if not q:
+                        del self._waiting[tenant]
+            raise
+
+    def _wake(self) -> None:
+        while self.busy < self.limit and self._waiting:
+            tenant, q = next(iter(self._waiting.items()))
+            fut = q.popleft()
+            if q:
+                self._waiting.move_to_end(tenant)  # this tenant had its turn: to the back
+            else:
+                del self._waiting[tenant]
+            if fut.done():  # cancelled while queued
+                continue
+            self.busy += 1
+            fut.set_result(None)
+
+
 class ModelCaller:
-    """Bounded, retried calls to Triton shared by every job of this worker."""
+    """Bounded, retried calls to Triton shared by every job of this worker; the bound is shared
+    fairly between tenants (:class:`FairSlots`)."""
 
     def __init__(self, client: SummarizerClient, max_in_flight: int, timeout_s: float, retries: int) -> None:
         self.client = client
-        self.sem = asyncio.Semaphore(max_in_flight)
+        self.slots = FairSlots(max_in_flight)
         self.timeout_s = timeout_s
         self.retries = retries
 
-    async def summarize(self, text: str, max_tokens: int, language: str) -> str:
+    async def summarize(self, text: str, max_tokens: int, language: str, tenant: str = "") -> str:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.retries),
             wait=wait_exponential(multiplier=0.5, max=4),
@@ -49,7 +116,7 @@ class ModelCaller:
             reraise=True,
         ):
             with attempt:
-                async with self.sem:
+                async with self.slots.slot(tenant):
                     res = await self.client.summarize(text, max_tokens, language, timeout_s=self.timeout_s)
                 return res.summary.strip()
         raise AssertionError("unreachable")
@@ -60,6 +127,7 @@ async def summarize_document(
     job_id: str,
     document: str,
     language: str,
+    tenant: str = "",
     final_tokens: int,
     store: JobStore,
     model: ModelCaller,
@@ -94,7 +162,7 @@ async def summarize_document(
             nonlocal done
             if is_cancelled():
                 raise Cancelled(job_id)
-            summary = await model.summarize(inputs[i], max_tokens, language)
+            summary = await model.summarize(inputs[i], max_tokens, language, tenant)
             if not summary:
                 summary = inputs[i][:400]  # the model returned nothing: keep the text, never drop it
             status = await store.save_chunk(job_id, level, i, sha(inputs[i]), summary)

@@ -42,6 +42,32 @@ ACTIVE = Gauge("precis_worker_active_jobs", "Jobs running in this worker")
 RETRIES = Counter("precis_worker_retries_total", "Jobs sent to the retry topic")
 
 
+class ByteBudget:
+    """The documents this worker holds at once, bounded in bytes (a poll may bring
+    ``max_poll_records`` jobs of up to 10 MB each). A job waits, holding its lease (renewed),
+    until its document fits; one larger than the whole budget runs alone. Hand-written: asyncio's
+    semaphores count permits one at a time, and this needs a weighted one.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = max(0, min(size, self.limit))
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + size <= self.limit)
+            self.used += size
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.used -= size
+                self._cond.notify_all()
+
+
 @dataclass
 class LeasedJob:
     """A job this worker holds, as the claim read it (loaded once per run)."""
@@ -56,7 +82,8 @@ class JobRunner:
         self.db = db
         self.model = model
         self.counter = counter
-        self.store = JobStore(db, owner, settings.lease_ttl_s)
+        self.store = JobStore(db, owner, settings.lease_ttl_s, settings.max_attempts, settings.retention)
+        self.documents = ByteBudget(settings.max_document_bytes_in_flight)
         self.retry = RetryPolicy(settings.max_attempts, settings.retry_backoff_s, settings.retry_backoff_max_s)
         # Jobs this process is running now: a duplicate delivery of one of them (e.g. the job's
         # retry message and its original message on two partitions) waits instead of running it
@@ -150,18 +177,25 @@ class JobRunner:
             started = time.perf_counter()
             outcome: str = JobStatus.succeeded.value
             try:
-                summary, total = await summarize_document(
-                    job_id=job_id,
-                    document=job.document,
-                    language=job.params.language,
-                    final_tokens=job.params.max_summary_tokens,
-                    store=self.store,
-                    model=self.model,
-                    counter=self.counter,
-                    chunk_tokens=self.s.chunk_tokens,
-                    chunk_summary_tokens=self.s.chunk_summary_tokens,
-                    is_cancelled=leased.cancelled,
-                )
+                async with self.documents.hold(job.document_bytes):
+                    # Loaded only now, inside the byte budget (the claim does not read it).
+                    document = await self.store.document(job_id)
+                    if document is None:
+                        raise LeaseLost(job_id)  # the row is gone (retention): nothing to write
+                    summary, total = await summarize_document(
+                        job_id=job_id,
+                        document=document,
+                        language=job.params.language,
+                        tenant=job.tenant,
+                        final_tokens=job.params.max_summary_tokens,
+                        store=self.store,
+                        model=self.model,
+                        counter=self.counter,
+                        chunk_tokens=self.s.chunk_tokens,
+                        chunk_summary_tokens=self.s.chunk_summary_tokens,
+                        is_cancelled=leased.cancelled,
+                    )
+                    del document
                 if not await self.store.succeed(job_id, summary, total):
                     # Cancelled at the very end, or the lease moved on: settle what the store says.
                     await self.store.cancel(job_id)

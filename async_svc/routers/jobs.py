@@ -1,16 +1,27 @@
-"""``/internal/jobs``: create (idempotent per tenant and key), read and cancel a summary job."""
+"""``/internal/jobs``: create (idempotent per tenant and key), list, read and cancel summary jobs."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from async_svc.deps import IdempotencyKey, StateDep, TenantDep
 from async_svc.jobs import cancel_job, create_job, get_job, to_view
+from async_svc.listing import MAX_CURSOR_CHARS, list_jobs
 from common.problems import invalid_body
-from common.schemas import MAX_SUMMARY_TOKENS, JobView, Notify, text_size_problem
+from common.schemas import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    MAX_SUMMARY_TOKENS,
+    JobList,
+    JobStatus,
+    JobView,
+    Notify,
+    text_size_problem,
+)
 
 router = APIRouter()
 
@@ -54,6 +65,18 @@ async def create(
     return to_view(job)
 
 
+@router.get("/internal/jobs", response_model=JobList)
+async def list_(
+    state: StateDep,
+    tenant: TenantDep,
+    status: JobStatus | None = None,
+    created_after: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
+) -> JobList:
+    return await list_jobs(state.db, tenant, status=status, created_after=created_after, limit=limit, cursor=cursor)
+
+
 @router.get("/internal/jobs/{job_id}", response_model=JobView)
 async def read(job_id: str, state: StateDep, tenant: TenantDep) -> JobView:
     return await get_job(state.db, tenant, job_id)
@@ -61,6 +84,6 @@ async def read(job_id: str, state: StateDep, tenant: TenantDep) -> JobView:
 
 @router.delete("/internal/jobs/{job_id}", response_model=JobView)
 async def cancel(job_id: str, state: StateDep, tenant: TenantDep) -> JobView:
-    view = await cancel_job(state.db, tenant, job_id)
+    view = await cancel_job(state.db, tenant, job_id, state.settings.retention)
     state.relay.kick()
     return view

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -79,8 +79,10 @@ class Job(Base):
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     status: Mapped[JobStatus] = mapped_column(StatusType(JobStatus), index=True)
     params: Mapped[JobParams] = mapped_column(ParamsType)
-    # Claim-check: the document itself stays here; Kafka carries only the job id.
-    document: Mapped[str] = mapped_column(Text)
+    # Claim-check: the document itself stays here; Kafka carries only the job id. Deferred: no
+    # load of a Job reads it (GET, cancel, the notifier, claims); the worker selects it alone
+    # (JobTransitions.document) when it runs the job. Up to 10 MB, it is the row's bulk.
+    document: Mapped[str] = mapped_column(Text, deferred=True)
     document_bytes: Mapped[int] = mapped_column(Integer)
     request_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -100,8 +102,27 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Retention (migration 0003, common/store/retention.py): stamped by the terminal transition
+    # (finish time + PRECIS_RETENTION_DAYS); set ``expired_at`` when the sweeper has deleted the
+    # document, checkpoints and summary (the row stays as a tombstone: GET answers 410).
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
-    __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idem"),)
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idem"),
+        # Listing (GET /v1/summaries): newest first by the keyset (created_at, id), per tenant,
+        # optionally per status; both are read backwards by the ORDER BY … DESC.
+        Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_jobs_tenant_status_created", "tenant", "status", "created_at", "id"),
+        # The sweeper's due rows; tombstones (expired_at set) leave the index, so it does not grow
+        # with the history.
+        Index(
+            "ix_jobs_expiry_due",
+            "expires_at",
+            postgresql_where=text("expired_at IS NULL"),
+            sqlite_where=text("expired_at IS NULL"),
+        ),
+    )
 
 
 class ChunkResult(Base):

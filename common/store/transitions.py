@@ -35,6 +35,7 @@ from common.outbox import enqueue
 from common.schemas import TERMINAL_STATES, JobEvent, JobMessage, JobStatus
 from common.store.db import Database
 from common.store.models import Job
+from common.store.retention import DEFAULT_RETENTION
 
 QUEUED, RUNNING, CANCELLING = JobStatus.queued, JobStatus.running, JobStatus.cancelling
 SUCCEEDED, FAILED, CANCELLED = JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled
@@ -106,6 +107,18 @@ class CancelResult(enum.Enum):
     unchanged = "unchanged"  # already cancelling, or terminal (see the job's status)
 
 
+def jobs_key(tenant: str) -> str:
+    """Kafka key of a job's messages (``precis.jobs``, ``precis.jobs.retry``): its tenant.
+
+    Fair sharing between tenants: one tenant's jobs all go to one partition (of each topic), so a
+    tenant with hundreds of queued jobs holds one partition's queue, not every partition's, and
+    another tenant's job lands (in general) on a different partition, polled beside it rather
+    than behind it; the worker's model calls are then shared round-robin between the tenants
+    (worker/mapreduce.py ``FairSlots``). The cost: one tenant's jobs are taken by one consumer
+    at a time (up to ``max_poll_records`` of them run at once in it)."""
+    return tenant
+
+
 async def add_queued(session: AsyncSession, jobs: list[tuple[Job, dict[str, Any]]]) -> None:
     """New jobs: ``queued``, each with its ``precis.jobs`` message in the caller's transaction."""
     for job, _ in jobs:
@@ -113,7 +126,7 @@ async def add_queued(session: AsyncSession, jobs: list[tuple[Job, dict[str, Any]
     session.add_all([job for job, _ in jobs])
     await session.flush()  # the job rows exist before the outbox rows that point at them
     for job, message in jobs:
-        enqueue(session, topics.JOBS, job.id, message)
+        enqueue(session, topics.JOBS, jobs_key(job.tenant), message)
 
 
 def _event(session: AsyncSession, job_id: str, status: JobStatus, t: datetime) -> None:
@@ -129,14 +142,16 @@ async def _cas(
     to: JobStatus,
     sources: tuple[JobStatus, ...],
     *where: ColumnElement[bool],
+    retention: timedelta = DEFAULT_RETENTION,
     **values: Any,
 ) -> bool:
-    """Compare-and-set ``sources → to``; a terminal ``to`` writes the event too. True if it matched."""
+    """Compare-and-set ``sources → to``; a terminal ``to`` writes the event too, and stamps
+    ``expires_at`` (terminal time + ``retention``, common/store/retention.py). True if it matched."""
     for src in sources:
         assert to in ALLOWED[src], f"{src} → {to} is not a job transition"
     t = values.setdefault("updated_at", now())
     if to in TERMINAL_STATES:
-        values.update(finished_at=t, lease_owner=None, lease_expires_at=None)
+        values.update(finished_at=t, lease_owner=None, lease_expires_at=None, expires_at=t + retention)
     res = await session.execute(
         update(Job).where(Job.id == job_id, Job.status.in_(sources), *where).values(status=to, **values)
     )
@@ -150,10 +165,13 @@ async def _cas(
 class JobTransitions:
     """The job state machine on one store. Worker-side transitions take the worker's :class:`Lease`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, retention: timedelta = DEFAULT_RETENTION) -> None:
         self.db = db
+        # How long a finished job keeps its document and summary (PRECIS_RETENTION_DAYS).
+        self.retention = retention
 
     async def load(self, job_id: str) -> Job | None:
+        """The job's row, without its document (deferred in the model: status checks load no megabytes)."""
         async with self.db.session() as s:
             return await s.get(Job, job_id)
 
@@ -168,6 +186,7 @@ class JobTransitions:
         client was told 200. Returns the result and the job as it is after the transaction (None
         for an unknown job or another tenant's)."""
         async with self.db.transaction() as s:
+            # Job.document is deferred (models.py): a cancel never loads it, nor do the refreshes.
             job = await s.get(Job, job_id)
             if job is None or (tenant is not None and job.tenant != tenant):
                 return CancelResult.not_found, None
@@ -175,7 +194,7 @@ class JobTransitions:
             # A worker's retry may move the job running → queued between the two updates (on
             # PostgreSQL each statement sees the latest commit): then try again, from the top.
             for _ in range(_CANCEL_ROUNDS):
-                if await _cas(s, job_id, CANCELLED, (QUEUED,)):
+                if await _cas(s, job_id, CANCELLED, (QUEUED,), retention=self.retention):
                     result = CancelResult.cancelled
                     break
                 if await _cas(s, job_id, CANCELLING, (RUNNING,)):
@@ -189,20 +208,25 @@ class JobTransitions:
 
     # ---- the worker side ---------------------------------------------------------------------
 
-    async def claim(self, job_id: str, lease: Lease) -> Job | None:
-        """queued → running (or take over an expired lease); returns the job, loaded by the claim
-        itself, when ``lease`` now holds it, else None."""
+    async def claim(self, job_id: str, lease: Lease, max_attempts: int | None = None) -> Job | None:
+        """queued → running (or take over an expired lease); returns the job when ``lease`` now
+        holds it, else None. The job comes without its document (deferred: a claim that waits or
+        fails must not hold megabytes; :meth:`document` loads it when the job runs).
+
+        Every claim counts an attempt, so a run that ends with no outcome at all (the worker
+        SIGKILLed or OOM-killed mid-job, where no except clause runs) still counts. With
+        ``max_attempts``, a claim that would start run ``max_attempts + 1`` fails the job instead
+        (failed, one ``job.failed`` event and a dead letter, in this transaction) and returns None."""
         t = now()
+        claimable = or_(
+            Job.status == QUEUED,
+            (Job.status == RUNNING) & or_(Job.lease_expires_at < t, Job.lease_owner == lease.owner),
+        )
+        within = [Job.attempts < max_attempts] if max_attempts is not None else []
         async with self.db.transaction() as s:
             res = await s.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    or_(
-                        Job.status == QUEUED,
-                        (Job.status == RUNNING) & or_(Job.lease_expires_at < t, Job.lease_owner == lease.owner),
-                    ),
-                )
+                .where(Job.id == job_id, claimable, *within)
                 .values(
                     status=RUNNING,
                     lease_owner=lease.owner,
@@ -211,10 +235,47 @@ class JobTransitions:
                     started_at=func.coalesce(Job.started_at, t),
                     updated_at=t,
                 )
-                .returning(Job)
-                .execution_options(populate_existing=True)
+                .returning(Job.id)
             )
-            return res.scalar_one_or_none()
+            if res.scalar_one_or_none() is not None:
+                return await s.get(Job, job_id, populate_existing=True)
+            if max_attempts is not None:
+                await self._exhausted(s, job_id, claimable, max_attempts)
+            return None
+
+    async def _exhausted(self, s: AsyncSession, job_id: str, claimable: ColumnElement[bool], max_attempts: int) -> None:
+        """A claimable job with no attempt left: its last run ended without an outcome."""
+        job = await s.get(Job, job_id)
+        if job is None:
+            return
+        detail = (
+            f"gave up after {job.attempts} attempts (the limit is {max_attempts}): the last one ended "
+            "without an outcome (the worker stopped or was killed while running the job)"
+        )
+        if await _cas(
+            s,
+            job_id,
+            FAILED,
+            (QUEUED, RUNNING),
+            claimable,
+            Job.attempts >= max_attempts,
+            error_type="attempts_exhausted",
+            error_detail=detail,
+        ):
+            dead = JobMessage(
+                job_id=job_id,
+                tenant=job.tenant,
+                attempt=job.attempts,
+                params=job.params,
+                enqueued_at=now(),
+                last_error=detail,
+            )
+            enqueue(s, topics.JOBS_DLQ, job_id, dead.model_dump(mode="json"))
+
+    async def document(self, job_id: str) -> str | None:
+        """The job's document alone (the claim defers it)."""
+        async with self.db.session() as s:
+            return (await s.execute(select(Job.document).where(Job.id == job_id))).scalar_one_or_none()
 
     async def renew(self, job_id: str, lease: Lease) -> JobStatus:
         """Extend the lease; returns the job status. Raises LeaseLost if it is no longer ours."""
@@ -228,10 +289,17 @@ class JobTransitions:
             return JobStatus(status)
 
     async def release(self, job_id: str, lease: Lease) -> None:
-        """Give the job back (rebalance, shutdown): the next delivery takes it over at once."""
+        """Give the job back (rebalance, shutdown): the next delivery takes it over at once. A run
+        given back this way is not a spent attempt (the claim counted it; this takes it back), so
+        rebalances never use up a job's attempts; a crashed run gives nothing back and counts."""
         async with self.db.transaction() as s:
             await s.execute(
-                update(Job).where(*lease.held(job_id, RUNNING)).values(lease_expires_at=now() - timedelta(seconds=1))
+                update(Job)
+                .where(*lease.held(job_id, RUNNING))
+                .values(
+                    lease_expires_at=now() - timedelta(seconds=1),
+                    attempts=func.max(Job.attempts - 1, 0) if self.db.is_sqlite else func.greatest(Job.attempts - 1, 0),
+                )
             )
 
     async def guarded(self, session: AsyncSession, job_id: str, lease: Lease, **values: Any) -> JobStatus:
@@ -252,6 +320,7 @@ class JobTransitions:
                 SUCCEEDED,
                 (RUNNING,),
                 Job.lease_owner == lease.owner,
+                retention=self.retention,
                 summary=summary,
                 chunks_done=chunks_total,
                 chunks_total=chunks_total,
@@ -262,13 +331,21 @@ class JobTransitions:
     async def settle_cancel(self, job_id: str) -> bool:
         # cancelling → cancelled by whoever sees it (the owner between chunks, or a redelivery).
         async with self.db.transaction() as s:
-            return await _cas(s, job_id, CANCELLED, (CANCELLING,))
+            return await _cas(s, job_id, CANCELLED, (CANCELLING,), retention=self.retention)
 
     async def fail(self, job_id: str, error_type: str, detail: str, msg: JobMessage | None) -> bool:
         """running/queued → failed, with the dead letter (``msg``) in the same transaction."""
         detail = detail[:MAX_ERROR_CHARS]
         async with self.db.transaction() as s:
-            if not await _cas(s, job_id, FAILED, (RUNNING, QUEUED), error_type=error_type, error_detail=detail):
+            if not await _cas(
+                s,
+                job_id,
+                FAILED,
+                (RUNNING, QUEUED),
+                retention=self.retention,
+                error_type=error_type,
+                error_detail=detail,
+            ):
                 return False
             if msg is not None:
                 dead = msg.model_copy(update={"last_error": detail})
@@ -299,7 +376,7 @@ class JobTransitions:
                     "not_before": t + timedelta(seconds=delay_s),
                 }
             )
-            enqueue(s, topics.JOBS_RETRY, job_id, retry.model_dump(mode="json"))
+            enqueue(s, topics.JOBS_RETRY, jobs_key(msg.tenant), retry.model_dump(mode="json"))
             return True
 
     async def fail_or_retry(

@@ -1,14 +1,29 @@
-"""``/v1/summaries``: create (routed realtime or async), read and cancel a summary job."""
+"""``/v1/summaries``: create (routed realtime or async), list, read and cancel summary jobs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import urlencode
 
-from common.schemas import AsyncAccepted, JobView, Mode, RealtimeSummary
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from common.schemas import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    AsyncAccepted,
+    JobList,
+    JobStatus,
+    JobView,
+    Mode,
+    RealtimeSummary,
+)
 from gateway.body import parse_summary_request, read_limited_body, require_json
 from gateway.deps import IdempotencyKey, StateDep, TenantDep
 from gateway.proxy import job_call, to_async, to_realtime
 from gateway.routing import choose_mode
+from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
 
 router = APIRouter()
 
@@ -32,6 +47,46 @@ async def create_summary(
     if await choose_mode(state, body) == Mode.realtime:
         return await to_realtime(state, body)
     return await to_async(state, request, body, tenant, idempotency_key)
+
+
+# async_svc decodes the cursor (422 invalid-cursor); the gateway bounds its size only.
+MAX_CURSOR_CHARS = 512
+
+
+@router.get("/v1/summaries", response_model=JobList)
+async def list_summaries(
+    state: StateDep,
+    tenant: TenantDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="Only jobs created after this instant (ISO 8601; no zone = UTC).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT, description="Jobs per page.")] = DEFAULT_LIST_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=MAX_CURSOR_CHARS, description="The next_cursor of the previous page.")
+    ] = None,
+) -> Response:
+    """The caller's async jobs, newest first, a page at a time (follow ``next_cursor``)."""
+    params: dict[str, str | int] = {"limit": limit}
+    if status is not None:
+        params["status"] = status.value
+    if created_after is not None:
+        aware = created_after if created_after.tzinfo else created_after.replace(tzinfo=UTC)
+        params["created_after"] = aware.isoformat()
+    if cursor is not None:
+        params["cursor"] = cursor
+    try:
+        resp = await state.upstream.call(
+            "GET",
+            f"{state.settings.async_url}/internal/jobs?{urlencode(params)}",
+            headers={"X-Precis-Tenant": tenant},
+            timeout_s=state.settings.async_timeout_s,
+        )
+    except (UpstreamTimeout, UpstreamDown):
+        raise upstream_down("async") from None
+    if resp.status != 200:
+        return forward(resp, "/v1/summaries")
+    return JSONResponse(resp.json(), status_code=200)
 
 
 @router.get("/v1/summaries/{job_id}", response_model=JobView)

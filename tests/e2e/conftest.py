@@ -42,6 +42,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         PRECIS_SKIP_INSTALL="1",
         PRECIS_API_KEYS=json.dumps({hashlib.sha256(OTHER_KEY.encode()).hexdigest(): "other"}),
         PRECIS_READY_TIMEOUT="600",
+        # async_svc's retention sweeper every second, so tests/e2e/test_listing.py sees it act
+        PRECIS_RETENTION_SWEEP_INTERVAL_S="1",
     )
     ports = StackPorts.allocate()  # every port free and this run's alone
     t0 = time.monotonic()

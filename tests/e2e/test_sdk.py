@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from precis_client import (
     AsyncClient,
     Client,
     Conflict,
+    Gone,
     JobCancelled,
     JobStatus,
     JobView,
@@ -26,6 +29,8 @@ from precis_client import (
     ValidationProblem,
 )
 from precis_client.cli import ExitCode
+
+from tests.e2e.test_listing import _expire_now
 
 pytestmark = pytest.mark.e2e
 
@@ -182,3 +187,84 @@ def test_cli_413_in_realtime_mode_exits_3(stack, tmp_path: Path) -> None:
     r = cli(stack, "summarize", str(f), "--mode", "realtime")
     assert r.returncode == ExitCode.CLIENT_PROBLEM, r.stderr
     assert "413 Text too long for realtime" in r.stderr and "limit_tokens" in r.stderr
+
+
+# ---- listing and expiry (GET /v1/summaries, 410) ---------------------------------------------
+
+
+def _filed(client: Client, n: int) -> list[str]:
+    """n async jobs, cancelled at once (the worker has nothing to run); oldest first."""
+    ids = []
+    for _ in range(n):
+        job = client.summarize(PARAGRAPH, mode="async")
+        assert isinstance(job, AsyncAccepted)
+        client.cancel(job)
+        ids.append(job.id)
+    return ids
+
+
+def _cancelled(client: Client, job_id: str) -> JobView:
+    deadline = time.monotonic() + 120
+    view = client.get(job_id)
+    while view.status != JobStatus.cancelled and time.monotonic() < deadline:
+        time.sleep(0.5)
+        view = client.get(job_id)
+    assert view.status == JobStatus.cancelled
+    return view
+
+
+def _since(client: Client, first: str) -> datetime:
+    """Just before the first of this test's jobs: the jobs of earlier tests are left out."""
+    return client.get(first).created_at - timedelta(microseconds=1)
+
+
+def test_sdk_lists_and_iterates_the_callers_jobs(stack, client: Client) -> None:
+    mine = _filed(client, 5)
+    since = _since(client, mine[0])
+    page = client.list(created_after=since, limit=2)
+    assert [v.id for v in page.items] == mine[:-3:-1] and page.next_cursor
+    older = client.list(created_after=since, limit=2, cursor=page.next_cursor)
+    assert [v.id for v in older.items] == mine[2:0:-1]
+    assert [v.id for v in client.iter_jobs(created_after=since, page_size=2)] == mine[::-1]
+    cancelled = [v.id for v in client.iter_jobs(created_after=since, status="cancelled")]
+    assert set(cancelled) <= set(mine)
+    with Client(stack.url, stack.other_key) as other:
+        assert not {v.id for v in other.iter_jobs(created_after=since)} & set(mine)
+
+
+async def test_async_client_lists_and_iterates(stack, client: Client) -> None:
+    mine = _filed(client, 3)
+    since = _since(client, mine[0])
+    async with AsyncClient(stack.url, stack.dev_key) as c:
+        page = await c.list(created_after=since, limit=100)
+        assert [v.id for v in page.items] == mine[::-1] and page.next_cursor is None
+        assert [v.id async for v in c.iter_jobs(created_after=since, page_size=1)] == mine[::-1]
+
+
+def test_sdk_and_cli_report_an_expired_job_as_gone(stack, client: Client) -> None:
+    [jid] = _filed(client, 1)
+    assert _cancelled(client, jid).expires_at is not None
+    _expire_now(stack, jid)
+    with pytest.raises(Gone) as ei:
+        client.get(jid)
+    assert ei.value.status == 410 and ei.value.code == "job-expired" and ei.value["expired_at"]
+    listed = {v.id: v for v in client.iter_jobs(created_after=datetime.now(UTC) - timedelta(minutes=10))}
+    assert listed[jid].expired and listed[jid].summary is None
+
+    r = cli(stack, "jobs", "get", jid)
+    assert r.returncode == ExitCode.GONE == 7, r.stderr
+    assert "410 Job expired" in r.stderr and jid in r.stderr
+
+
+def test_cli_jobs_list_table_and_json(stack, client: Client) -> None:
+    mine = _filed(client, 3)
+    r = cli(stack, "jobs", "list", "--limit", "3")
+    assert r.returncode == ExitCode.OK, r.stderr
+    assert "STATUS" in r.stdout and all(j in r.stdout for j in mine)
+    r = cli(stack, "jobs", "list", "--all", "--limit", "2", "--json")
+    assert r.returncode == ExitCode.OK, r.stderr
+    ids = [i["id"] for i in json.loads(r.stdout)["items"]]
+    assert ids[:3] == mine[::-1] and len(ids) == len(set(ids))
+    r = cli(stack, "jobs", "list", "--status", "cancelled", "--json", key=stack.other_key)
+    assert r.returncode == ExitCode.OK, r.stderr
+    assert not {i["id"] for i in json.loads(r.stdout)["items"]} & set(mine)

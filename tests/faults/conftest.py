@@ -160,8 +160,12 @@ class FaultStack:
 
     # ---- API ---------------------------------------------------------------------------------
 
-    def submit(self, text: str, key: str | None = None, *, summary_tokens: int = 16, notify: bool = True) -> str:
+    def submit(
+        self, text: str, key: str | None = None, *, summary_tokens: int = 16, notify: bool = True, tenant: str = ""
+    ) -> str:
         headers = {"Idempotency-Key": key} if key else {}
+        if tenant:  # job messages are keyed by tenant: another tenant, (in general) another partition
+            headers["X-Precis-Tenant"] = tenant
         body: dict = {"text": text, "max_summary_tokens": summary_tokens}
         if notify:
             body["notify"] = {"email": "faults@example.com"}

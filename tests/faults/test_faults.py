@@ -79,9 +79,12 @@ def test_async_svc_killed_between_commit_and_publish(stack: FaultStack):
 
 
 def test_sigkill_worker_mid_job_five_times(stack: FaultStack):
-    """Two workers; five times, SIGKILL the one running a half-done job and start a new one."""
-    stack.start_worker()
-    stack.start_worker()
+    """Two workers; five times, SIGKILL the one running a half-done job and start a new one.
+    Every crashed run spends one of the job's attempts (the claim counts it), and one job may be
+    hit by several kills: the attempt limit here is above the number of kills, so all succeed."""
+    env = {"PRECIS_MAX_ATTEMPTS": "8"}
+    stack.start_worker(**env)
+    stack.start_worker(**env)
     calls0 = stack.triton_metric("nv_inference_request_success")
     ids = [stack.submit(doc(10 + i, 900)) for i in range(4)]
     kills = 0
@@ -113,7 +116,7 @@ def test_sigkill_worker_mid_job_five_times(stack: FaultStack):
         w.kill()
         killed_at[v["id"]] = v["chunks_done"]
         kills += 1
-        stack.start_worker(wait=False)
+        stack.start_worker(wait=False, **env)
     rows = stack.wait_terminal(ids, 400)
     stack.assert_exactly_once(ids)
     assert sum(r["attempts"] > 1 for r in rows.values()) >= 1
@@ -174,7 +177,7 @@ def test_sigterm_drains_worker(stack: FaultStack):
     at once (no lease expiry wait) and the job completes exactly once."""
     a = stack.start_worker(PRECIS_DRAIN_TIMEOUT_S="2", PRECIS_MAX_IN_FLIGHT_CALLS="1")
     b = stack.start_worker(PRECIS_MAX_IN_FLIGHT_CALLS="2")
-    ids = [stack.submit(doc(80 + i, 800)) for i in range(3)]
+    ids = [stack.submit(doc(80 + i, 800), tenant=f"drain-{i}") for i in range(3)]
     deadline = time.monotonic() + 120
     last_submit = time.monotonic()
     while True:
@@ -187,10 +190,11 @@ def test_sigterm_drains_worker(stack: FaultStack):
         if mine:
             break
         assert time.monotonic() < deadline, "worker a never ran a job"
-        # A job's partition follows from its (random) id, and a owns only half of the partitions:
-        # all of the first jobs may land on b's. Keep feeding jobs until a holds one mid-way.
+        # A job's partition follows from its tenant (the message key), and a owns only half of the
+        # partitions: all of the first jobs may land on b's. Keep feeding jobs of other tenants
+        # until a holds one mid-way.
         if time.monotonic() - last_submit > 2 and len(ids) < 20:
-            ids.append(stack.submit(doc(80 + len(ids), 800)))
+            ids.append(stack.submit(doc(80 + len(ids), 800), tenant=f"drain-{len(ids)}"))
             last_submit = time.monotonic()
         time.sleep(0.3)
     a.signal(signal.SIGTERM)

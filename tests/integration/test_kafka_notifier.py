@@ -60,7 +60,7 @@ async def test_outbox_relay_publishes_to_real_broker(db, kafka_broker):
         got = []
         for _ in range(40):
             batch = await consumer.getmany(timeout_ms=500)
-            got += [kafka.loads(r.value) for rs in batch.values() for r in rs if r.key == job.id.encode()]
+            got += [v for rs in batch.values() for r in rs if (v := kafka.loads(r.value))["job_id"] == job.id]
             if got:
                 break
     finally:

@@ -1,7 +1,8 @@
 """Property-based tests of the job state machine (common/store/transitions.py) on real SQLite and
-PostgreSQL: random interleavings of claim, cancel, finish, fail, retry and lease expiry, with
-several operations racing in each step, never give a job two terminal states or two terminal
-events, and a redelivery afterwards always brings it to exactly one terminal state."""
+PostgreSQL: random interleavings of claim, cancel, finish, fail, retry, lease expiry and worker
+crashes, with several operations racing in each step, never give a job two terminal states or
+two terminal events, never run it more than ``max_attempts`` times, and a redelivery afterwards
+always brings it to exactly one terminal state."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ OPS = [
     "progress_b",  # a checkpoint write (lease-guarded, no status change)
     "expire",  # time passes: every lease runs out (a worker died)
     "settle",  # a redelivery sees cancelling and finishes the cancel
+    "crash_a",  # claim, then the worker is SIGKILLed: no except clause runs, the lease runs out
+    "crash_b",
 ]
 # Each step runs its operations concurrently (asyncio.gather on the pool's connections).
 STEPS = st.lists(st.lists(st.sampled_from(OPS), min_size=1, max_size=3), min_size=1, max_size=8)
@@ -87,7 +90,11 @@ async def _op(sm: JobTransitions, db: Database, name: str, job_id: str, msg: Job
     try:
         if kind == "claim":
             assert lease is not None
-            await sm.claim(job_id, lease)
+            await sm.claim(job_id, lease, POLICY.max_attempts)  # as the worker claims
+        elif kind == "crash":
+            assert lease is not None
+            if await sm.claim(job_id, lease, POLICY.max_attempts) is not None:
+                await _expire(db, job_id)  # the dead worker renews nothing
         elif name == "cancel":
             await sm.request_cancel(job_id, "t1")
         elif kind == "succeed":
@@ -124,7 +131,8 @@ async def _op(sm: JobTransitions, db: Database, name: str, job_id: str, msg: Job
 async def _observe(db: Database, job_id: str) -> tuple[Job, Counter]:
     async with db.session() as s:
         job = await s.get(Job, job_id)
-        rows = (await s.execute(select(OutboxMessage).where(OutboxMessage.key == job_id))).scalars().all()
+        # Job messages are keyed by tenant (fair partitioning), events by job: match the value.
+        rows = [r for r in (await s.execute(select(OutboxMessage))).scalars().all() if r.value.get("job_id") == job_id]
     assert job is not None
     per = Counter(r.topic for r in rows)
     per.update(f"event:{r.value['type']}" for r in rows if r.topic == topics.EVENTS)
@@ -144,6 +152,8 @@ def _check(job: Job, out: Counter, seen_terminal: JobStatus | None) -> None:
         assert job.finished_at is None
     assert out[topics.JOBS_DLQ] == (1 if status == JobStatus.failed else 0), out
     assert out[topics.JOBS] == 1
+    # Every claim counts an attempt, crashed runs too, and none goes past the limit.
+    assert job.attempts <= POLICY.max_attempts, job.attempts
     if status in (JobStatus.running, JobStatus.cancelling):
         assert job.lease_owner is not None
     if status == JobStatus.queued:
@@ -161,7 +171,7 @@ async def _redeliver(sm: JobTransitions, db: Database, job_id: str) -> None:
             return
         if status == JobStatus.cancelling:
             await sm.settle_cancel(job_id)
-        elif await sm.claim(job_id, final) is not None:
+        elif await sm.claim(job_id, final, POLICY.max_attempts) is not None:
             if not await sm.succeed(job_id, final, "summary", 2):
                 await sm.settle_cancel(job_id)
     raise AssertionError(f"job {job_id} not terminal after redeliveries: {await sm.status(job_id)}")
@@ -205,7 +215,7 @@ async def test_a_cancel_that_answers_never_leaves_the_job_running(db, claimed, r
     sm = JobTransitions(db)
     job, msg = await _new_job(db)
     if claimed:
-        assert await sm.claim(job.id, WORKERS["a"]) is not None
+        assert await sm.claim(job.id, WORKERS["a"], POLICY.max_attempts) is not None
     results = await asyncio.gather(sm.request_cancel(job.id, "t1"), *(_op(sm, db, r, job.id, msg) for r in racers))
     _, after = results[0]
     assert after is not None
@@ -213,3 +223,57 @@ async def test_a_cancel_that_answers_never_leaves_the_job_running(db, claimed, r
     current, out = await _observe(db, job.id)
     assert current.status not in (JobStatus.queued, JobStatus.running), current.status
     _check(current, out, None)
+
+
+async def test_a_job_that_crashes_every_worker_ends_failed_with_one_event(db):
+    """A job that kills its worker (SIGKILL, OOM) on every run: each claim counts, and the claim
+    after ``max_attempts`` runs fails it, with one job.failed event and one dead letter, instead
+    of running it again forever (attempts grew only in the except path)."""
+    sm = JobTransitions(db)
+    job, _ = await _new_job(db)
+    for n in range(POLICY.max_attempts):
+        lease = Lease.of(f"worker-{n}", 30)
+        claimed = await sm.claim(job.id, lease, POLICY.max_attempts)
+        assert claimed is not None and claimed.attempts == n + 1
+        await _expire(db, job.id)  # the worker died mid-job; its lease runs out
+    assert await sm.claim(job.id, Lease.of("worker-last", 30), POLICY.max_attempts) is None
+    current, out = await _observe(db, job.id)
+    assert current.status == JobStatus.failed
+    assert current.error_type == "attempts_exhausted"
+    assert f"gave up after {POLICY.max_attempts} attempts" in (current.error_detail or "")
+    assert out["event:job.failed"] == 1 and out[topics.EVENTS] == 1, out
+    assert out[topics.JOBS_DLQ] == 1, out
+    _check(current, out, JobStatus.failed)
+    # A later redelivery finds it finished and changes nothing.
+    assert await sm.claim(job.id, Lease.of("worker-late", 30), POLICY.max_attempts) is None
+    assert (await _observe(db, job.id))[1] == out
+
+
+async def test_a_live_lease_is_not_failed_by_an_exhausted_claim(db):
+    """Out of attempts but still running under a live lease (a duplicate delivery): the claim
+    neither takes the job nor fails it; the running worker settles it."""
+    sm = JobTransitions(db)
+    job, _ = await _new_job(db)
+    for n in range(POLICY.max_attempts - 1):
+        assert await sm.claim(job.id, Lease.of(f"worker-{n}", 30), POLICY.max_attempts) is not None
+        await _expire(db, job.id)
+    owner = Lease.of("worker-owner", 30)
+    assert await sm.claim(job.id, owner, POLICY.max_attempts) is not None  # the last attempt, live
+    assert await sm.claim(job.id, Lease.of("worker-dup", 30), POLICY.max_attempts) is None
+    assert await sm.status(job.id) == JobStatus.running
+    assert await sm.succeed(job.id, owner, "summary", 2)
+
+
+async def test_runs_given_back_on_a_rebalance_spend_no_attempt(db):
+    """A rebalance or a drain gives the job back (release): that run is not a failed attempt, so
+    however many times partitions move, the job still runs; crashed runs are what count."""
+    sm = JobTransitions(db)
+    job, _ = await _new_job(db)
+    for n in range(POLICY.max_attempts * 2):
+        lease = Lease.of(f"worker-{n}", 30)
+        claimed = await sm.claim(job.id, lease, POLICY.max_attempts)
+        assert claimed is not None and claimed.attempts == 1, n
+        await sm.release(job.id, lease)
+    last = Lease.of("worker-last", 30)
+    assert await sm.claim(job.id, last, POLICY.max_attempts) is not None
+    assert await sm.succeed(job.id, last, "summary", 2)

@@ -173,3 +173,20 @@ async def test_readyz_checks_can_be_overridden(svc: Svc) -> None:
         r = await c.get("/readyz")
     await gone.close()
     assert (r.status_code, r.json()["checks"]) == (503, {"database": False, "kafka_outbox": True})
+
+
+async def test_a_tenant_over_its_job_quota_gets_429_with_retry_after(svc: Svc) -> None:
+    svc.state.committer.quota = AsyncSettings(
+        env="test", database_url=svc.state.settings.database_url, quota_max_active_jobs=2, quota_retry_after_s=9
+    ).tenant_quota()
+    for i in range(2):
+        r = await svc.client.post("/internal/jobs", json={"text": f"Document {i}."}, headers=TENANT)
+        assert r.status_code == 202, r.text
+    r = await svc.client.post("/internal/jobs", json={"text": "One too many."}, headers=TENANT)
+    doc = assert_problem(r, 429, "quota-exceeded")
+    assert r.headers["retry-after"] == "9"
+    assert (doc["quota"], doc["limit"], doc["current"]) == ("active_jobs", 2, 2)
+    assert "active_jobs is 2 jobs per tenant and this tenant holds 2" in doc["detail"]
+    assert await outbox_rows(svc.state.db) == 2
+    r = await svc.client.post("/internal/jobs", json={"text": "Another tenant."}, headers={"X-Precis-Tenant": "other"})
+    assert r.status_code == 202, r.text

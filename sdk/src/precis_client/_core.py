@@ -6,6 +6,7 @@ import os
 import random
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from precis_client.errors import (
 
 __all__ = ["parse_retry_after"]  # re-exported for the clients
 from precis_client._version import __version__
-from precis_client.models import AsyncAccepted, JobView, Mode, RealtimeSummary
+from precis_client.models import AsyncAccepted, JobPage, JobStatus, JobView, Mode, RealtimeSummary
 
 DEFAULT_URL = "http://localhost:8080"
 ENV_URL = "PRECIS_URL"
@@ -93,6 +94,33 @@ def parse_submit(response: httpx.Response, idempotency_key: str) -> RealtimeSumm
 
 def parse_job(response: httpx.Response) -> JobView:
     return JobView.model_validate(response.json())
+
+
+MAX_LIST_LIMIT = 100  # the API's bound on ?limit=
+
+
+def list_params(
+    status: JobStatus | str | None, created_after: datetime | None, limit: int | None, cursor: str | None
+) -> dict[str, str | int]:
+    """Query of ``GET /v1/summaries`` (checked here too, so a bad value fails before any request)."""
+    params: dict[str, str | int] = {}
+    if status is not None:
+        params["status"] = JobStatus(status).value
+    if created_after is not None:
+        if created_after.tzinfo is None:
+            raise ValueError("created_after must be timezone-aware (e.g. datetime.now(UTC))")
+        params["created_after"] = created_after.isoformat()
+    if limit is not None:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+        params["limit"] = limit
+    if cursor is not None:
+        params["cursor"] = cursor
+    return params
+
+
+def parse_page(response: httpx.Response) -> JobPage:
+    return JobPage.model_validate(response.json())
 
 
 def job_id_of(job: str | AsyncAccepted | JobView) -> str:

@@ -9,6 +9,7 @@ Exit codes (also in ``precis --help`` and sdk/README.md)::
     4    the server failed or cannot be reached: a 5xx problem (500, 503, 504) or a connection error
     5    the job ended failed or cancelled (with --wait / jobs wait)
     6    timed out waiting for the job (--timeout); the job goes on
+    7    the job expired (410): its document and summary were deleted after the retention period
     130  interrupted (Ctrl-C); a submitted job goes on
 """
 
@@ -34,6 +35,7 @@ try:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.table import Table
 except ImportError as exc:  # pragma: no cover - only without the [cli] extra
     raise SystemExit(f"the precis CLI needs its extra: pip install 'precis-client[cli]' ({exc})") from None
 
@@ -42,12 +44,13 @@ from precis_client.client import Client
 from precis_client.errors import (
     ClientProblem,
     ConfigurationError,
+    Gone,
     JobUnsuccessful,
     PrecisProblem,
     PrecisTransportError,
     WaitTimeout,
 )
-from precis_client.models import AsyncAccepted, JobView, Mode, RealtimeSummary
+from precis_client.models import AsyncAccepted, JobPage, JobStatus, JobView, Mode, RealtimeSummary
 
 
 class ExitCode(IntEnum):
@@ -58,13 +61,14 @@ class ExitCode(IntEnum):
     SERVER_PROBLEM = 4
     JOB_UNSUCCESSFUL = 5
     TIMEOUT = 6
+    GONE = 7
     INTERRUPTED = 130
 
 
 EPILOG = (
     "Exit codes: 0 ok; 2 usage (bad options, unreadable file, no API key); 3 API refused the request (4xx "
     "problem); 4 server failed or unreachable (5xx problem, connection error); 5 job failed or cancelled; "
-    "6 timed out waiting for the job; 130 interrupted."
+    "6 timed out waiting for the job; 7 job expired (410, past its retention); 130 interrupted."
 )
 
 app = typer.Typer(
@@ -144,6 +148,9 @@ def _errors(as_json: bool = False) -> Iterator[None]:
     except ConfigurationError as exc:
         stderr.print(f"precis: {exc}", style="bold red", markup=False)
         raise typer.Exit(ExitCode.USAGE) from None
+    except Gone as exc:
+        _print_problem(exc)
+        raise typer.Exit(ExitCode.GONE) from None
     except PrecisProblem as exc:
         _print_problem(exc)
         code = ExitCode.CLIENT_PROBLEM if isinstance(exc, ClientProblem) else ExitCode.SERVER_PROBLEM
@@ -215,6 +222,8 @@ def _print_view(view: JobView) -> None:
         typer.echo(f"started:   {view.started_at.isoformat()}")
     if view.finished_at:
         typer.echo(f"finished:  {view.finished_at.isoformat()}")
+    if view.expires_at:
+        typer.echo(f"expires:   {view.expires_at.isoformat()}")
     if view.error:
         typer.echo(f"error:     {view.error.type}: {view.error.detail}")
     for n in view.notifications or []:
@@ -326,6 +335,60 @@ def jobs_wait(
     with _errors(as_json), _client(ctx, url, api_key) as client:
         view = _wait(client, job_id, timeout, quiet)
         _echo_json(view) if as_json else typer.echo(view.summary or "")
+
+
+def _jobs_table(jobs: list[JobView]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True, min_width=36)  # never shortened: it is what the other commands take
+    for col in ("STATUS", "PROGRESS", "CREATED", "FINISHED", "EXPIRES"):
+        table.add_column(col, no_wrap=True)
+    for v in jobs:
+        status = f"{v.status.value} (expired)" if v.expired else v.status.value
+        when = v.expired_at if v.expired else v.expires_at
+        table.add_row(
+            v.id,
+            status,
+            f"{v.progress.chunks_done}/{v.progress.chunks_total}",
+            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            v.finished_at.strftime("%Y-%m-%d %H:%M:%S") if v.finished_at else "",
+            when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
+        )
+    return table
+
+
+@jobs_app.command("list")
+def jobs_list(
+    ctx: typer.Context,
+    status: Annotated[JobStatus | None, typer.Option("--status", help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="Jobs per page (1-100).")] = 20,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursors: every job, not one page.")] = False,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Start at this next_cursor.")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List your jobs, newest first, as a table (--json: the page, or with --all every job as one list)."""
+    with _errors(as_json), _client(ctx, url, api_key) as client:
+        if all_pages:
+            jobs = list(client.iter_jobs(status=status, page_size=limit))
+            next_cursor = None
+        else:
+            page = client.list(status=status, limit=limit, cursor=cursor)
+            jobs, next_cursor = page.items, page.next_cursor
+        if as_json:
+            out = JobPage(items=jobs, next_cursor=next_cursor)
+            _echo_json(out)
+            return
+        if not jobs:
+            _note("no jobs")
+            return
+        out_console = Console(highlight=False)
+        if not out_console.is_terminal:  # piped: no 80-column default squeezing the table
+            out_console = Console(highlight=False, width=200)
+        out_console.print(_jobs_table(jobs))
+        if next_cursor:
+            more = f"--status {status.value} " if status else ""
+            _note(f"more: precis jobs list {more}--limit {limit} --cursor {next_cursor}  (or --all)")
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 
@@ -23,7 +24,7 @@ from precis_client.errors import (
     ServiceUnavailable,
     WaitTimeout,
 )
-from precis_client.models import AsyncAccepted, JobStatus, JobView, Mode, RealtimeSummary
+from precis_client.models import AsyncAccepted, JobPage, JobStatus, JobView, Mode, RealtimeSummary
 
 JobRef = str | AsyncAccepted | JobView
 ProgressCallback = Callable[[JobView], Any]
@@ -256,6 +257,36 @@ class Client(_Base):
                 delay = min(delay, remaining)
             self._sleep(delay)
 
+    def list(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        created_after: datetime | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of this API key's jobs, newest first (``GET /v1/summaries``); ``limit`` 1-100 (server
+        default 20). Pass ``page.next_cursor`` as ``cursor`` for the next page; it is None on the last."""
+        params = _core.list_params(status, created_after, limit, cursor)
+        return _core.parse_page(self._request("GET", _core.SUMMARIES, params=params))
+
+    def iter_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        created_after: datetime | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[JobView]:
+        """Every matching job, newest first, following the cursors page by page (lazily). Jobs created
+        meanwhile are newer than those already seen, so none is skipped or yielded twice."""
+        cursor: str | None = None
+        while True:
+            page = self.list(status=status, created_after=created_after, limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
 
 class AsyncClient(_Base):
     """Asynchronous client (same methods as :class:`Client`, as coroutines)."""
@@ -429,3 +460,32 @@ class AsyncClient(_Base):
                     raise WaitTimeout(jid, timeout or 0.0, view)
                 delay = min(delay, remaining)
             await self._sleep(delay)
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        created_after: datetime | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """See :meth:`Client.list`."""
+        params = _core.list_params(status, created_after, limit, cursor)
+        return _core.parse_page(await self._request("GET", _core.SUMMARIES, params=params))
+
+    async def iter_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        created_after: datetime | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[JobView]:
+        """See :meth:`Client.iter_jobs` (``async for job in client.iter_jobs(): ...``)."""
+        cursor: str | None = None
+        while True:
+            page = await self.list(status=status, created_after=created_after, limit=page_size, cursor=cursor)
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor

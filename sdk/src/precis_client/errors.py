@@ -112,6 +112,11 @@ class PayloadTooLarge(ClientProblem):
     """413: the body, the text, or (realtime) the token count is over a limit named in the extensions."""
 
 
+class Gone(ClientProblem):
+    """410: the job expired: its document and summary were deleted after the retention period
+    (``extensions["expired_at"]``)."""
+
+
 class UnsupportedMediaType(ClientProblem):
     """415"""
 
@@ -151,6 +156,7 @@ _BY_STATUS: dict[int, type[PrecisProblem]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    410: Gone,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
     422: ValidationProblem,

@@ -91,7 +91,23 @@ class JobView(_Model):
     error: JobError | None = None
     notifications: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None = None
+    # Retention: when the job's document and summary are deleted (set once it finished), and when
+    # they were (an expired job is listed with expired_at set; GET on it raises Gone, a 410).
+    expires_at: datetime | None = None
+    expired_at: datetime | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def expired(self) -> bool:
+        return self.expired_at is not None
+
+
+class JobPage(_Model):
+    """``GET /v1/summaries``: one page of the caller's jobs, newest first."""
+
+    items: list[JobView] = Field(default_factory=list)
+    # Pass to ``list(cursor=...)`` for the next (older) page; None on the last page.
+    next_cursor: str | None = None
