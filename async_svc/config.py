@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
-from common.settings import HttpServerSettings, KafkaSettings, StoreSettings
+from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, load_settings
 from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
 
@@ -31,4 +31,5 @@ class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGua
 
 @lru_cache
 def get_settings() -> AsyncSettings:
-    return AsyncSettings()
+    # start-up: a bad setting exits with its name and reason, never its value
+    return load_settings(AsyncSettings)

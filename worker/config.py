@@ -4,7 +4,14 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, TokenizerSettings, TritonSettings
+from common.settings import (
+    HttpServerSettings,
+    KafkaSettings,
+    StoreSettings,
+    TokenizerSettings,
+    TritonSettings,
+    load_settings,
+)
 
 
 class WorkerSettings(HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings):
@@ -38,4 +45,5 @@ class WorkerSettings(HttpServerSettings, StoreSettings, KafkaSettings, TritonSet
 
 @lru_cache
 def get_settings() -> WorkerSettings:
-    return WorkerSettings()
+    # start-up: a bad setting exits with its name and reason, never its value
+    return load_settings(WorkerSettings)
