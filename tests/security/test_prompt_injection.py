@@ -81,7 +81,7 @@ def test_the_engine_keeps_user_markers_as_text(engine, counter):
     ids = item.prompt_ids
     # the template's own markers are special: its three turns (default system, user, assistant)
     # and nothing the document added (before: 5 and 4, the document's system turn among them)
-    assert (ids.count(im_start), ids.count(im_end)) == (3, 2), engine.render(build(INJECTED))
+    assert (ids.count(im_start), ids.count(im_end)) == (3, 2), "the document's markers became role tokens"
     assert set(ids) & specials == {im_start, im_end}
     tail = tok.encode("<|im_start|>assistant\n", add_special_tokens=False).ids
     assert ids[0] == im_start and ids[-len(tail) :] == [im_start, *tail[1:]]
@@ -92,12 +92,6 @@ def test_the_engine_keeps_user_markers_as_text(engine, counter):
     assert not set(ids[at : at + len(text_ids)]) & specials
     # the engine and the services count the document alike
     assert item.input_tokens == len(text_ids) == counter.count(INJECTED)
-
-
-def build(text: str):
-    from summarizer_engine.text import build_messages
-
-    return build_messages(text, "en")
 
 
 @pytest.mark.parametrize("lang", ["en", "zh", "fr"])
