@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from async_svc.intake import TenantQuota
 from common.schemas import MAX_TEXT_BYTES
-from common.settings import HttpServerSettings, KafkaSettings, StoreSettings
+from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, load_settings
 from common.store.retention import SweeperSettings  # PRECIS_RETENTION_*: the sweeper runs here
 from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
@@ -49,4 +49,5 @@ class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGua
 
 @lru_cache
 def get_settings() -> AsyncSettings:
-    return AsyncSettings()
+    # start-up: a bad setting exits with its name and reason, never its value
+    return load_settings(AsyncSettings)

@@ -66,6 +66,10 @@ def make_producer(s: KafkaSettings, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=5,
         request_timeout_ms=15000,
+        # Below the broker's message.max.bytes (1048588 by default): an oversized record is refused
+        # here, before it joins a batch, and the outbox sets it aside (common/outbox.py). A batch the
+        # broker refused would leave the idempotent producer out of sequence for every later send.
+        max_request_size=1048576,
         key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
         value_serializer=dumps,
         **_security_kwargs(s),

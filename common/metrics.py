@@ -22,6 +22,9 @@ HTTP_LATENCY = Histogram(
 HTTP_IN_FLIGHT = Gauge("precis_http_in_flight_requests", "HTTP requests being served", ["service"])
 OUTBOX_PUBLISHED = Counter("precis_outbox_published_total", "Outbox messages published to Kafka")
 OUTBOX_LAG = Gauge("precis_outbox_lag_seconds", "Age of the oldest outbox row in the last published batch")
+OUTBOX_POISONED = Counter(
+    "precis_outbox_poisoned_total", "Outbox rows set aside: they failed to publish for a reason of their own", ["topic"]
+)
 
 
 class _HTTPMetrics:

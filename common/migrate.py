@@ -12,7 +12,7 @@ from alembic.config import Config
 from sqlalchemy.exc import InterfaceError, OperationalError
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from common.settings import StoreSettings
+from common.settings import StoreSettings, load_settings
 
 log = logging.getLogger("precis.migrate")
 # How long `python -m common.migrate` waits for the database server to accept connections: in a
@@ -50,7 +50,7 @@ def upgrade_when_reachable(url: str) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO)
-    settings = StoreSettings()
+    settings = load_settings(StoreSettings)
     upgrade_when_reachable(settings.database_url)
     print("database schema is at head", file=sys.stderr)
     return 0

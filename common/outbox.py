@@ -11,6 +11,14 @@ publishes it outside any transaction (a broker outage never holds the store's wr
 marks it published. A relay that dies after claiming leaves rows whose claim expires after
 ``claim_ttl_s``; another relay publishes them then. Delivery stays at-least-once (a relay killed
 between the broker's ack and the mark re-publishes), and consumers deduplicate by job id / event id.
+
+A row the broker can never take (a record over the size limit, a value the serializer refuses)
+once blocked every later row: the relay retried the same batch for ever. Now a row that fails
+for a reason of its own (``RECORD_ERRORS``; an outage never counts) ``max_attempts`` times in a
+row is *set aside*: ``claimed_by = "poisoned: <reason>"`` and ``claimed_until`` far in the future,
+so no relay claims it again, with an error log and ``precis_outbox_poisoned_total``; the rows
+after it go on in order. No schema change: the claim columns carry the mark (docs/security.md
+says how to list and release such rows).
 """
 
 from __future__ import annotations
@@ -24,13 +32,39 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.metrics import OUTBOX_LAG, OUTBOX_PUBLISHED
+from common.metrics import OUTBOX_LAG, OUTBOX_POISONED, OUTBOX_PUBLISHED
 from common.store import Database, OutboxMessage
 
 log = logging.getLogger(__name__)
+
+# Failures that belong to one record, not to the broker's health: over the producer's or the
+# broker's size limit, refused as corrupt or for its topic name, or not serializable (the
+# serializers raise TypeError/ValueError). Anything else (connection lost, timeouts, leader
+# changes) is an outage: the batch is handed back and no row is blamed.
+RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTopicError,
+    TypeError,
+    ValueError,
+)
+POISONED_PREFIX = "poisoned: "
+# claimed_until of a set-aside row: never expires, so no relay claims it again.
+SET_ASIDE_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class RecordFailed(Exception):
+    """One row failed for a reason of its own; it is retried (and set aside after max_attempts)."""
 
 
 def enqueue(session: AsyncSession, topic: str, key: str, value: dict[str, Any]) -> None:
@@ -47,12 +81,18 @@ class OutboxRelay:
         poll_s: float = 0.5,
         batch: int = 200,
         claim_ttl_s: float = 60.0,
+        max_attempts: int = 5,
     ) -> None:
         self.db = db
         self.producer = producer
         self.poll_s = poll_s
         self.batch = batch
         self.claim_ttl = timedelta(seconds=claim_ttl_s)
+        self.max_attempts = max_attempts
+        # Consecutive record-specific failures per row id, in this relay (kept in memory: no
+        # schema change; a restart or another relay starts counting again, which only delays
+        # setting the row aside, by at most max_attempts tries each).
+        self._failures: dict[int, int] = {}
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -123,30 +163,92 @@ class OutboxRelay:
 
         # Send in id order (one producer, idempotent: per-partition order is kept) and wait for
         # every ack, bounded well inside the claim so no other relay takes these rows meanwhile.
-        async def send_all() -> None:
-            futures = [await self.producer.send(r.topic, key=r.key, value=r.value) for r in rows]
-            await asyncio.gather(*futures)
+        # A row the producer refuses at once stops the batch there: the rows after it wait, so
+        # good rows still go out in order while it is retried.
+        futures: list[tuple[Any, asyncio.Future]] = []
+        refused: tuple[Any, BaseException] | None = None
+
+        async def send_all() -> list[Any]:
+            nonlocal refused
+            for r in rows:
+                try:
+                    futures.append((r, await self.producer.send(r.topic, key=r.key, value=r.value)))
+                except RECORD_ERRORS as exc:
+                    refused = (r, exc)
+                    break
+            return await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
 
         try:
-            await asyncio.wait_for(send_all(), timeout=self.claim_ttl.total_seconds() / 3)
+            results = await asyncio.wait_for(send_all(), timeout=self.claim_ttl.total_seconds() / 3)
         except BaseException:
             # Broker away: hand the rows back at once (any relay retries them), then report.
             await asyncio.shield(self._unclaim([r.id for r in rows]))
             raise
+        acked = [r for (r, _), res in zip(futures, results, strict=True) if not isinstance(res, BaseException)]
+        failed = [(r, res) for (r, _), res in zip(futures, results, strict=True) if isinstance(res, BaseException)]
+        if refused is not None:
+            failed.append(refused)
         now = datetime.now(UTC)
+        if acked:
+            async with self.db.transaction() as s:
+                await s.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_([r.id for r in acked]), OutboxMessage.claimed_by == self.owner)
+                    .values(published_at=now, claimed_until=None)
+                    .execution_options(synchronize_session=False)
+                )
+            for r in acked:
+                self._failures.pop(r.id, None)
+            oldest = min(r.created_at for r in acked)
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=UTC)
+            OUTBOX_LAG.set((now - oldest).total_seconds())
+            OUTBOX_PUBLISHED.inc(len(acked))
+        if failed:
+            await self._settle_failed(failed, [r for r in rows if r not in acked])
+        return len(acked)
+
+    async def _settle_failed(self, failed: list[tuple[Any, BaseException]], pending: list[Any]) -> None:
+        """Rows of a batch that did not go: all handed back, except a first failed row whose own
+        fault it is (RECORD_ERRORS) for the ``max_attempts``-th time in a row, which is set aside.
+        Only the first failed row is blamed: the others may have shared its broker batch."""
+        first, exc = min(failed, key=lambda f: f[0].id)
+        outage = next((e for _, e in failed if not isinstance(e, RECORD_ERRORS)), None)
+        if outage is None:
+            n = self._failures.get(first.id, 0) + 1
+            self._failures[first.id] = n
+            if n >= self.max_attempts:
+                await self._set_aside(first, exc)
+                pending = [r for r in pending if r.id != first.id]
+        await asyncio.shield(self._unclaim([r.id for r in pending]))
+        if outage is not None:
+            raise outage
+        if first.id in self._failures:
+            raise RecordFailed(
+                f"row {first.id} ({first.topic}) failed {self._failures[first.id]} of {self.max_attempts} times: "
+                f"{type(exc).__name__}: {exc}"
+            )
+
+    async def _set_aside(self, row: Any, exc: BaseException) -> None:
+        reason = f"{POISONED_PREFIX}{type(exc).__name__}: {exc}"[:128]
         async with self.db.transaction() as s:
             await s.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id.in_([r.id for r in rows]), OutboxMessage.claimed_by == self.owner)
-                .values(published_at=now, claimed_until=None)
+                .where(OutboxMessage.id == row.id, OutboxMessage.claimed_by == self.owner)
+                .values(claimed_by=reason, claimed_until=SET_ASIDE_UNTIL)
                 .execution_options(synchronize_session=False)
             )
-        oldest = min(r.created_at for r in rows)
-        if oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
-        OUTBOX_LAG.set((now - oldest).total_seconds())
-        OUTBOX_PUBLISHED.inc(len(rows))
-        return len(rows)
+        self._failures.pop(row.id, None)
+        OUTBOX_POISONED.labels(row.topic).inc()
+        log.error(
+            "outbox: row %d (topic %s, key %s) set aside after %d failed attempts, later rows go on: %s: %s",
+            row.id,
+            row.topic,
+            row.key,
+            self.max_attempts,
+            type(exc).__name__,
+            exc,
+        )
 
     async def _unclaim(self, ids: list[int]) -> None:
         try:

@@ -10,7 +10,7 @@ outside ``local`` mode default secrets are refused.
 ==================  ==================================================================  =================
 piece               fields                                                              composed by
 ==================  ==================================================================  =================
-PrecisSettings      env, log_level, service_name (+ ``is_local``)                       every piece
+PrecisSettings      env (required), log_level, service_name (+ ``is_local``)            every piece
 HttpServerSettings  port                                                                the five services
 StoreSettings       database_url (a server database outside local mode)                 async_svc, worker,
                                                                                         notifier, migrate
@@ -30,11 +30,12 @@ service or tool uses it (``python -m common.migrate`` reads :class:`StoreSetting
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 # cache_dir/var_dir/REPO_ROOT are defined in common.paths and re-exported here for existing imports.
 from common.paths import REPO_ROOT, cache_dir, var_dir
@@ -50,19 +51,43 @@ __all__ = [
     "TokenizerSettings",
     "TritonSettings",
     "cache_dir",
+    "load_settings",
     "refuse_default_secret",
+    "settings_error_message",
     "var_dir",
 ]
+
+
+# --- The mode has no default (issue #14, item 6) -------------------------------------------------
+# PRECIS_ENV once defaulted to "local", which turns on the dev API key, the published webhook
+# secret and SQLite: a deployment that forgot the variable ran with all three. Now every process
+# refuses to start until the mode is named; make run, devstack/, the tests, the images' smoke
+# test and the chart set it explicitly.
+ENV_HELP = (
+    "set PRECIS_ENV=local (a developer machine: dev API key, dev webhook secret, SQLite allowed), "
+    "PRECIS_ENV=test (automated tests; same defaults as local) or PRECIS_ENV=production "
+    "(any real deployment: refuses default secrets and SQLite)"
+)
 
 
 class PrecisSettings(BaseSettings):
     """What every process has: its mode, its logging."""
 
-    model_config = SettingsConfigDict(env_prefix="PRECIS_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a ValidationError would otherwise quote the input (for a model-level
+    # check, the whole env dict, cut in the middle: the end of a secret showed). Errors name the
+    # field and the reason only; load_settings prints them without a traceback.
+    model_config = SettingsConfigDict(env_prefix="PRECIS_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    env: Literal["local", "test", "production"] = "local"
+    env: Literal["local", "test", "production"]  # required: see ENV_HELP
     log_level: str = "INFO"
     service_name: str = "precis"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env_is_required(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("env"):
+            raise ValueError(f"PRECIS_ENV is not set: {ENV_HELP}")
+        return data
 
     @property
     def is_local(self) -> bool:
@@ -74,6 +99,36 @@ def refuse_default_secret(settings: PrecisSettings, name: str, value: SecretStr 
     raw = value.get_secret_value() if isinstance(value, SecretStr) else value
     if not settings.is_local and raw == default:
         raise ValueError(f"{name} still has its default value; set a real secret for PRECIS_ENV={settings.env}")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_error_message(exc: ValidationError | SettingsError, title: str = "settings") -> str:
+    """A start-up settings error as text an operator can act on: each failing setting's env var
+    and the reason, never its value (pydantic's own text quotes the input unless
+    hide_input_in_errors is set; this builds the lines from the error list to be sure)."""
+    lines = [f"precis: invalid {title}; the process did not start:"]
+    if isinstance(exc, ValidationError):
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            field = ".".join(str(p) for p in err["loc"])
+            where = f"PRECIS_{field.upper()}: " if field else ""
+            lines.append(f"  {where}{err['msg'].removeprefix('Value error, ')}")
+    else:
+        # pydantic-settings' parse error names the field and the source, not the value; its cause
+        # (the JSON decoder's error) is dropped with it.
+        lines.append(f"  {str(exc).splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def load_settings(factory: Callable[[], S]) -> S:
+    """Build a process's settings at start-up. A bad or missing setting exits the process (status
+    1) with :func:`settings_error_message` on stderr: no traceback, no value."""
+    try:
+        return factory()
+    except (ValidationError, SettingsError) as exc:
+        title = getattr(factory, "__name__", "settings")
+        raise SystemExit(settings_error_message(exc, title)) from None
 
 
 class HttpServerSettings(PrecisSettings):

@@ -65,7 +65,12 @@ def load_tokenizer(path: str | None = None) -> Tokenizer:
             f"tokenizer file {p} is missing; run `python -m common.tokenization export {p}` "
             "(done by `make install`) or set PRECIS_TOKENIZER_PATH"
         )
-    return Tokenizer.from_file(str(p))
+    tok = Tokenizer.from_file(str(p))
+    # User text is data (issue #14, item 8): a marker such as <|im_start|> in a document is counted
+    # and chunked as the plain text it is, as the model's engine tokenizes it (llama.cpp
+    # special=False, transformers split_special_tokens=True), not as one special token.
+    tok.encode_special_tokens = True
+    return tok
 
 
 def _at_most_one_token_per_byte(tok: Tokenizer) -> bool:
@@ -85,7 +90,8 @@ def _at_most_one_token_per_byte(tok: Tokenizer) -> bool:
 
 
 class TokenCounter:
-    """Counts tokens exactly as the model does (no special tokens)."""
+    """Counts tokens exactly as the model does: no special tokens added, and none parsed from the
+    text (load_tokenizer)."""
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.tokenizer = load_tokenizer(str(path) if path else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings import KafkaSettings
+from common.settings import KafkaSettings, load_settings
 
 JOBS = "precis.jobs"
 JOBS_RETRY = "precis.jobs.retry"
@@ -39,7 +39,7 @@ def main() -> int:
     from common.kafka import ensure_topics  # the admin client lives with the other clients
 
     logging.basicConfig(level=logging.INFO)
-    s = KafkaSettings()
+    s = load_settings(KafkaSettings)
     asyncio.run(ensure_topics(s))
     print("topics ready:", ", ".join(f"{t.name}({t.partitions})" for t in topic_specs(s)))
     return 0

@@ -90,6 +90,8 @@ COPY --chown=root:root docs/problems.md docs/problems.md
 # The tokenizer loads with the runtime's own `tokenizers` and is the byte-level BPE the services'
 # fast path assumes (common/tokenization.py, TokenCounter.byte_bound).
 RUN PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/app /opt/venv/bin/python -c "from common.tokenization import TokenCounter; t = TokenCounter('/opt/precis/tokenizer.json'); assert t.byte_bound and t.count('Hello, world.') > 0"
+# No PRECIS_ENV here: the deployment names the mode (the chart's ConfigMap, scripts/images/smoke.sh);
+# without it a service refuses to start and says what to set (common/settings.py).
 # PRECIS_TOKENIZER_PATH is a file path, not a credential (DL3064 matches on "TOKEN").
 # hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
@@ -97,7 +99,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    PRECIS_ENV=production \
     PRECIS_CACHE=/tmp/precis-cache \
     PRECIS_VAR_DIR=/tmp/precis-var \
     PRECIS_TOKENIZER_PATH=/opt/precis/tokenizer.json

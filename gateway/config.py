@@ -8,7 +8,13 @@ from pydantic import Field, SecretStr, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
 from common.serve import KEEP_ALIVE_S
-from common.settings import HttpServerSettings, PublicUrlSettings, TokenizerSettings, refuse_default_secret
+from common.settings import (
+    HttpServerSettings,
+    PublicUrlSettings,
+    TokenizerSettings,
+    load_settings,
+    refuse_default_secret,
+)
 from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
 # The documented local-only API key (README). Refused whenever PRECIS_ENV is not "local".
@@ -72,4 +78,5 @@ def hash_key(key: str) -> str:
 
 @lru_cache
 def get_settings() -> GatewaySettings:
-    return GatewaySettings()
+    # start-up: a bad setting exits with its name and reason, never its value
+    return load_settings(GatewaySettings)

@@ -5,7 +5,14 @@ from functools import lru_cache
 
 from pydantic import Field, SecretStr, model_validator
 
-from common.settings import HttpServerSettings, KafkaSettings, PublicUrlSettings, StoreSettings, refuse_default_secret
+from common.settings import (
+    HttpServerSettings,
+    KafkaSettings,
+    PublicUrlSettings,
+    StoreSettings,
+    load_settings,
+    refuse_default_secret,
+)
 from common.webhook_url import WebhookGuardSettings, WebhookPolicy
 
 DEFAULT_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"precis-local-dev-webhook-secret").decode()
@@ -43,4 +50,5 @@ class NotifierSettings(HttpServerSettings, StoreSettings, KafkaSettings, PublicU
 
 @lru_cache
 def get_settings() -> NotifierSettings:
-    return NotifierSettings()
+    # start-up: a bad setting exits with its name and reason, never its value
+    return load_settings(NotifierSettings)

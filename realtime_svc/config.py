@@ -4,7 +4,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from common.settings import HttpServerSettings, TokenizerSettings, TritonSettings
+from common.settings import HttpServerSettings, TokenizerSettings, TritonSettings, load_settings
 
 
 class RealtimeSettings(HttpServerSettings, TokenizerSettings, TritonSettings):
@@ -20,4 +20,5 @@ class RealtimeSettings(HttpServerSettings, TokenizerSettings, TritonSettings):
 
 @lru_cache
 def get_settings() -> RealtimeSettings:
-    return RealtimeSettings()
+    # start-up: a bad setting exits with its name and reason, never its value
+    return load_settings(RealtimeSettings)

@@ -4,6 +4,10 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$PRECIS_ROOT"
+# The services have no default mode and refuse to start without one (common/settings.py): `make run`
+# is a developer's machine, so local (dev API key, dev webhook secret, SQLite), unless the caller
+# named a mode (devstack/'s stacks run with PRECIS_ENV=test).
+export PRECIS_ENV="${PRECIS_ENV:-local}"
 t0=$(date +%s)
 [ "${PRECIS_SKIP_INSTALL:-0}" = 1 ] || scripts/bootstrap.sh
 mkdir -p "$PRECIS_VAR_DIR"

@@ -23,6 +23,11 @@ from devstack import (
     start_smtp_sink,
 )
 
+# The suite's mode, set before any test builds settings: the services have no default PRECIS_ENV and
+# refuse to start without one (common/settings.py). The stacks the tests start get it from
+# devstack.child_env; a test that needs another mode sets it with monkeypatch.
+os.environ["PRECIS_ENV"] = "test"
+
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -4,7 +4,14 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, TokenizerSettings, TritonSettings
+from common.settings import (
+    HttpServerSettings,
+    KafkaSettings,
+    StoreSettings,
+    TokenizerSettings,
+    TritonSettings,
+    load_settings,
+)
 from common.store.retention import RetentionSettings  # PRECIS_RETENTION_DAYS: finishing a job stamps expires_at
 
 
@@ -48,4 +55,5 @@ class WorkerSettings(
 
 @lru_cache
 def get_settings() -> WorkerSettings:
-    return WorkerSettings()
+    # start-up: a bad setting exits with its name and reason, never its value
+    return load_settings(WorkerSettings)

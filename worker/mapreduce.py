@@ -98,6 +98,11 @@ class FairSlots:
             fut.set_result(None)
 
 
+class InvalidDocument(ValueError):
+    """A document the job cannot summarize; the message is written for the client (it becomes
+    the job's error.detail, worker/runner.py client_reason)."""
+
+
 class ModelCaller:
     """Bounded, retried calls to Triton shared by every job of this worker; the bound is shared
     fairly between tenants (:class:`FairSlots`)."""
@@ -140,7 +145,7 @@ async def summarize_document(
     # Chunking a multi-MB document is CPU work: keep it off the event loop (heartbeats, polls).
     chunks = await asyncio.to_thread(chunk_text, document, counter.tokenizer, chunk_tokens)
     if not chunks:
-        raise ValueError("document has no text to summarize")
+        raise InvalidDocument("document has no text to summarize")
     total = len(chunks) + (1 if len(chunks) > 1 else 0)
     done = 0
 

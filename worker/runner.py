@@ -30,7 +30,7 @@ from common.tokenization import TokenCounter
 from common.triton_client import TritonFailure
 from worker.config import WorkerSettings
 from worker.jobstate import Cancelled, JobStore, LeaseLost
-from worker.mapreduce import ModelCaller, summarize_document
+from worker.mapreduce import InvalidDocument, ModelCaller, summarize_document
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,30 @@ JOB_SECONDS = Histogram(
 )
 ACTIVE = Gauge("precis_worker_active_jobs", "Jobs running in this worker")
 RETRIES = Counter("precis_worker_retries_total", "Jobs sent to the retry topic")
+
+# What a client may read about a failed attempt (issue #14, item 9): a stable reason per kind of
+# failure, stored as the job's error.detail (GET, the job.failed event, mail and webhooks, the
+# retry and DLQ messages). An exception's own text can hold internal addresses, paths, SQL or
+# library internals, so it goes to this worker's log only (_failed).
+TRITON_REASONS = {
+    "unavailable": "model server unavailable",
+    "overloaded": "model server overloaded",
+    "deadline": "model server timed out",
+    "invalid": "the model refused the input",
+    "internal": "model server error",
+}
+
+
+def client_reason(exc: BaseException) -> str:
+    """The client-safe reason for a failed attempt (never the exception's text, except for an
+    :class:`~worker.mapreduce.InvalidDocument`, whose message is written for the client)."""
+    if isinstance(exc, TritonFailure):
+        return TRITON_REASONS.get(exc.kind, "model server error")
+    if isinstance(exc, InvalidDocument):
+        return str(exc)
+    if isinstance(exc, ValueError):
+        return "the document could not be processed"
+    return "internal error"
 
 
 class ByteBudget:
@@ -206,19 +230,23 @@ class JobRunner:
             except LeaseLost:
                 outcome = "lease_lost"
             except TritonFailure as f:
-                outcome = await self._failed(msg, job.attempts, f"triton {f.kind}: {f}", permanent=f.kind == "invalid")
+                outcome = await self._failed(msg, job.attempts, f, permanent=f.kind == "invalid")
             except ValueError as e:
-                outcome = await self._failed(msg, job.attempts, str(e), permanent=True)
+                outcome = await self._failed(msg, job.attempts, e, permanent=True)
             except Exception as e:
-                log.exception("job %s failed", job_id)
-                outcome = await self._failed(msg, job.attempts, f"{type(e).__name__}: {e}", permanent=False)
+                log.exception("job %s failed", job_id)  # the traceback stays in this log
+                outcome = await self._failed(msg, job.attempts, e, permanent=False)
         JOBS_DONE.labels(outcome).inc()
         JOB_SECONDS.labels(outcome).observe(time.perf_counter() - started)
         log.info("job %s: %s in %.1fs", job_id, outcome, time.perf_counter() - started)
 
-    async def _failed(self, msg: JobMessage, attempts: int, error: str, *, permanent: bool) -> str:
-        outcome, delay = await self.store.fail_or_retry(msg, self.retry, attempts, error, permanent=permanent)
+    async def _failed(self, msg: JobMessage, attempts: int, exc: Exception, *, permanent: bool) -> str:
+        reason = client_reason(exc)
+        # The full text stays server-side.
+        kind = f"triton {exc.kind}" if isinstance(exc, TritonFailure) else type(exc).__name__
+        log.warning("job %s: attempt %d failed: %s: %s (client sees: %s)", msg.job_id, attempts, kind, exc, reason)
+        outcome, delay = await self.store.fail_or_retry(msg, self.retry, attempts, reason, permanent=permanent)
         if outcome == Outcome.retry:
             RETRIES.inc()
-            log.warning("job %s: attempt %d failed (%s); retry in %.0fs", msg.job_id, attempts, error, delay)
+            log.warning("job %s: attempt %d failed (%s); retry in %.0fs", msg.job_id, attempts, reason, delay)
         return outcome.value

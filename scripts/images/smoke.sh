@@ -181,7 +181,7 @@ PY
 
 # ----------------------------------------------------------------------------- service
 smoke_service() {
-  local img c mod port var
+  local img c mod port var out
   img="$(ensure_image service)"
   var="$WORK/precis-var"; mkdir -p "$var"; chown 10001:10001 "$var"
   # Exactly the env the chart's ConfigMap/Deployment supplies, minus real backends: PRECIS_ENV=test
@@ -211,6 +211,15 @@ smoke_service() {
       fail "service:$mod"
     fi
   done
+  # The image names no mode (the chart's ConfigMap does): without PRECIS_ENV a service refuses to
+  # start, saying what to set (common/settings.py), instead of running with local defaults.
+  if out="$(pod run --rm "${POD_LIMITS[@]}" --read-only --cap-drop ALL "$img" gateway 2>&1)"; then
+    fail "service:no-env" "gateway started without PRECIS_ENV"
+  elif [[ "$out" == *"PRECIS_ENV is not set"* ]]; then
+    ok "service:no-env" "refused: PRECIS_ENV is not set"
+  else
+    printf '%s\n' "$out" | tail -n 5 >&2; fail "service:no-env" "no PRECIS_ENV message"
+  fi
   # The image really has no torch/transformers (only the exported tokenizer).
   if pod run --rm "${POD_LIMITS[@]}" --entrypoint python "$img" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('torch', 'transformers')))"; then
     ok "service:no-torch"

@@ -158,7 +158,8 @@ def test_service_image():
         "the runtime checks the tokenizer"
     )
     assert "PRECIS_TOKENIZER_PATH=/opt/precis/tokenizer.json" in text
-    assert "PRECIS_ENV=production" in runtime
+    # no mode baked in: a container started without PRECIS_ENV refuses to start (common/settings.py)
+    assert "PRECIS_ENV" not in runtime, "the image must not choose the mode; the chart sets PRECIS_ENV"
     for pkg in ("common", "gateway", "realtime_svc", "async_svc", "worker", "notifier"):
         assert f"COPY --chown=root:root {pkg}/ {pkg}/" in text
 

@@ -22,6 +22,7 @@ from common.settings import (
     TokenizerSettings,
     TritonSettings,
     cache_dir,
+    load_settings,
 )
 from gateway.config import DEFAULT_DEV_API_KEY, GatewaySettings, hash_key
 from notifier.config import DEFAULT_WEBHOOK_SECRET, NotifierSettings
@@ -59,6 +60,7 @@ def clean_env(monkeypatch):
 
     for k in [k for k in os.environ if k.startswith("PRECIS_") and k not in ("PRECIS_CACHE", "PRECIS_VENV")]:
         monkeypatch.delenv(k)
+    monkeypatch.setenv("PRECIS_ENV", "local")  # the one variable every process needs (no default)
 
 
 def _own_fields(piece: type[PrecisSettings]) -> set[str]:
@@ -89,10 +91,28 @@ def test_gateway_and_realtime_read_no_database_or_broker():
 
 
 @pytest.mark.parametrize("cls", list(COMPOSITION), ids=lambda c: c.__name__)
-def test_local_defaults_need_no_env(cls):
+def test_local_defaults_need_only_the_mode(cls):
     s = cls()
     assert s.env == "local" and s.is_local
     assert s.model_config["env_prefix"] == "PRECIS_" and s.model_config["frozen"]
+
+
+@pytest.mark.parametrize("cls", [*COMPOSITION, *PIECES, CommonSettings], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_no_mode_no_start(cls, value, monkeypatch):
+    """PRECIS_ENV has no default (it was "local": dev key, dev webhook secret and SQLite for a
+    deployment that forgot it): every settings class refuses, saying what to set."""
+    if value is None:
+        monkeypatch.delenv("PRECIS_ENV")
+    else:
+        monkeypatch.setenv("PRECIS_ENV", value)
+    with pytest.raises(ValidationError, match="PRECIS_ENV is not set") as info:
+        cls()
+    assert all(f"PRECIS_ENV={mode}" in str(info.value) for mode in ("local", "test", "production"))
+    with pytest.raises(SystemExit) as stop:
+        load_settings(cls)
+    assert str(stop.value.code).startswith(f"precis: invalid {cls.__name__}; the process did not start:")
+    assert "PRECIS_ENV is not set: set PRECIS_ENV=local" in str(stop.value.code)
 
 
 @pytest.mark.parametrize("cls", list(COMPOSITION), ids=lambda c: c.__name__)

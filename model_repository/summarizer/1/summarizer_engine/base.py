@@ -14,6 +14,11 @@ from .text import CJK_LANGS, build_messages, normalize_language
 
 LOG = logging.getLogger("precis.summarizer")
 
+# Stands in for each message's content while the chat template renders (Unicode private-use
+# characters: no template touches them), so the rendered prompt splits into the template's own
+# text and the contents (see BaseEngine.prompt_ids).
+CONTENT_MARK = "\ue000precis-content-{}\ue001"
+
 
 @dataclass
 class Prepared:
@@ -32,7 +37,7 @@ class Result:
 
 class BaseEngine:
     """What every engine shares: validation, language, prompt, warmup. Subclasses provide
-    ``load``, ``count_tokens``, ``prompt_ids`` and ``generate``."""
+    ``load``, ``tokenize``, ``render`` and ``generate``."""
 
     name = "base"
 
@@ -56,11 +61,42 @@ class BaseEngine:
     def load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def count_tokens(self, text: str) -> int:  # pragma: no cover - abstract
+    def tokenize(self, text: str, special: bool) -> list[int]:  # pragma: no cover - abstract
+        """Token ids of ``text``; ``special``: whether special-token markers in it
+        (``<|im_start|>``...) become their special tokens, or stay plain text."""
         raise NotImplementedError
 
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:  # pragma: no cover - abstract
+    def render(self, messages: list[dict[str, str]]) -> str:  # pragma: no cover - abstract
+        """The model's chat template applied to ``messages``, with the generation prompt."""
         raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        # as common.tokenization.TokenCounter counts (gateway, realtime_svc, worker): markers are text
+        return len(self.tokenize(text, special=False))
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt's token ids, with user text as data (issue #14, item 8).
+
+        Tokenizing the rendered prompt in one piece with special tokens parsed (as before) made
+        ``<|im_start|>system`` inside a document a real role marker of the chat template: a
+        document could open its own system turn. Here the template is rendered around
+        placeholders; its own text is tokenized with special tokens, each message's content
+        without them, so a marker in a document stays the plain-text tokens of its characters.
+        The ids are those of the one-piece tokenization wherever the text has no markers
+        (the template puts a newline or a special token at every boundary, and contents are
+        stripped text; tests/security/test_prompt_injection.py holds it)."""
+        marks = [CONTENT_MARK.format(i) for i in range(len(messages))]
+        rendered = self.render([{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)])
+        ids: list[int] = []
+        rest = rendered
+        for m, mark in zip(messages, marks, strict=True):
+            if rendered.count(mark) != 1:
+                raise RuntimeError("the chat template does not render each message's content once, unchanged")
+            head, rest = rest.split(mark)
+            ids += self.tokenize(head, special=True)
+            ids += self.tokenize(m["content"], special=False)
+        ids += self.tokenize(rest, special=True)
+        return ids
 
     def generate(self, items: Sequence[Prepared]) -> list[Result]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -124,7 +124,7 @@ class LlamaCppEngine(BaseEngine):
         }
         stop = {t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self._vocab, t)}
         for name in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
-            ids = self._tokenize(name, special=True)
+            ids = self.tokenize(name, special=True)
             if len(ids) == 1:
                 stop.add(ids[0])
         self.stop_ids = sorted(stop)
@@ -176,7 +176,7 @@ class LlamaCppEngine(BaseEngine):
             self._model = None
 
     # ---------------------------------------------------------------- tokens
-    def _tokenize(self, text: str, special: bool) -> list[int]:
+    def tokenize(self, text: str, special: bool) -> list[int]:
         L = self._L
         data = text.encode("utf-8")
         n_max = len(data) + 16
@@ -200,14 +200,8 @@ class LlamaCppEngine(BaseEngine):
             n = L.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
         return bytes(buf.raw[:n])
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenize(text, special=False))
-
     def render(self, messages: list[dict[str, str]]) -> str:
         return self._template.render(messages=messages, add_generation_prompt=True, **self._special)
-
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        return self._tokenize(self.render(messages), special=True)
 
     def _decode(self, ids: list[int]) -> str:
         data = b"".join(self._piece_bytes(t) for t in ids)

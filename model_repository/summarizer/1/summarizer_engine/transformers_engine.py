@@ -87,12 +87,13 @@ class TransformersEngine(BaseEngine):
         )
 
     # ---------------------------------------------------------------- requests
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def tokenize(self, text: str, special: bool) -> list[int]:
+        # split_special_tokens=True: a marker such as <|im_start|> in the text is encoded as the
+        # plain text it is (what llama.cpp's special=False and TokenCounter do)
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
 
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def generate(self, items: Sequence[Prepared]) -> list[Result]:
         """One batched greedy generation. Left padding + attention mask; every row is
