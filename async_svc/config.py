@@ -6,11 +6,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
-from common.settings import HttpServerSettings, KafkaSettings, StoreSettings
+from common.settings import HttpServerSettings, InternalAuthSettings, KafkaSettings, StoreSettings
 from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
 
-class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGuardSettings):
+class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGuardSettings, InternalAuthSettings):
     """Job intake: the store (job rows + outbox) and the broker (the outbox relay)."""
 
     service_name: str = "async_svc"

@@ -8,14 +8,22 @@ from pydantic import Field, SecretStr, model_validator
 
 from common.schemas import MAX_TEXT_BYTES
 from common.serve import KEEP_ALIVE_S
-from common.settings import HttpServerSettings, PublicUrlSettings, TokenizerSettings, refuse_default_secret
+from common.settings import (
+    HttpServerSettings,
+    InternalAuthSettings,
+    PublicUrlSettings,
+    TokenizerSettings,
+    refuse_default_secret,
+)
 from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
 # The documented local-only API key (README). Refused whenever PRECIS_ENV is not "local".
 DEFAULT_DEV_API_KEY = "precis-dev-key"
 
 
-class GatewaySettings(HttpServerSettings, TokenizerSettings, PublicUrlSettings, WebhookGuardSettings):
+class GatewaySettings(
+    HttpServerSettings, TokenizerSettings, PublicUrlSettings, WebhookGuardSettings, InternalAuthSettings
+):
     """The internet-facing gateway: no store, no broker, no Triton (it calls realtime_svc/async_svc)."""
 
     service_name: str = "gateway"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from async_svc.deps import IdempotencyKey, StateDep, TenantDep
+from async_svc.deps import IdempotencyKey, StateDep, TenantDep, verified_tenant
 from async_svc.jobs import cancel_job, create_job, get_job, to_view
 from common.problems import invalid_body
 from common.schemas import MAX_SUMMARY_TOKENS, JobView, Notify, text_size_problem
 
-router = APIRouter()
+# Every route here needs the gateway's signed token, also one added later without a TenantDep
+# (FastAPI computes the dependency once per request); the probes and /metrics stay open.
+router = APIRouter(dependencies=[Depends(verified_tenant)])
 
 
 class CreateJob(BaseModel):

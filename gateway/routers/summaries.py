@@ -38,7 +38,7 @@ async def create_summary(
     require_json(request)
     body = parse_summary_request(await read_limited_body(request, state.settings.max_request_bytes))
     if await choose_mode(state, body) == Mode.realtime:
-        return await to_realtime(state, body)
+        return await to_realtime(state, body, tenant)
     return await to_async(state, request, body, tenant, idempotency_key)
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.internal_auth import InternalTokenAuth
 from devstack import (
+    INTERNAL_TOKEN_SECRET,
     PORTS,
     ROOT,
     KafkaPorts,
@@ -89,8 +91,11 @@ class FaultStack:
         self.notifier: Proc | None = None
         self.workers: list[Proc] = []
         self._n = 0
+        # async_svc directly, signed as the gateway signs (child_env gave it INTERNAL_TOKEN_SECRET)
         self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.async_port}", timeout=30, headers={"X-Precis-Tenant": TENANT}
+            base_url=f"http://127.0.0.1:{self.async_port}",
+            timeout=30,
+            auth=InternalTokenAuth(INTERNAL_TOKEN_SECRET, TENANT, "async_svc"),
         )
 
     # ---- processes ---------------------------------------------------------------------------
