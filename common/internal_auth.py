@@ -30,7 +30,6 @@ import hashlib
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -173,29 +172,6 @@ async def verify_request(keys: Sequence[str], request: Request, audience: str) -
         path=request.url.path,
         digest=await body_digest_async(await request.body()),
         idempotency_key=request.headers.get("Idempotency-Key"),
-    )
-
-
-def sign_for_url(
-    key: str,
-    *,
-    tenant: str,
-    audience: str,
-    method: str,
-    url: str,
-    body: bytes,
-    idempotency_key: str | None,
-    ttl_s: int = 30,
-) -> str:
-    return sign(
-        key,
-        tenant=tenant,
-        audience=audience,
-        method=method,
-        path=urlsplit(url).path,
-        digest=body_digest(body),
-        idempotency_key=idempotency_key,
-        ttl_s=ttl_s,
     )
 
 

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
-from common.internal_auth import bearer, sign_for_url
+from common.internal_auth import bearer, body_digest_async, sign
 from common.problems import Problem, invalid_body
 from common.schemas import DEFAULT_REALTIME_SUMMARY_TOKENS, AsyncAccepted, SummaryRequest
 from gateway.deps import State
@@ -30,7 +31,7 @@ def status_url(state: State, request: Request, job_id: str) -> str:
     return f"{base.rstrip('/')}{path}" if base else path
 
 
-def signed(
+async def signed(
     state: State,
     audience: str,
     method: str,
@@ -40,17 +41,17 @@ def signed(
     idempotency_key: str | None = None,
 ) -> dict[str, str]:
     """The headers of one internal call: the gateway's token for exactly this request (tenant,
-    service, method, path, body, Idempotency-Key; common/internal_auth.py), and the key."""
-    s = state.settings
-    token = sign_for_url(
+    service, method, path, body, Idempotency-Key; common/internal_auth.py), and the key. A large
+    body is hashed off the event loop (body_digest_async)."""
+    token = sign(
         state.internal_key,
         tenant=tenant,
         audience=audience,
         method=method,
-        url=url,
-        body=body,
+        path=urlsplit(url).path,
+        digest=await body_digest_async(body),
         idempotency_key=idempotency_key,
-        ttl_s=s.internal_token_ttl_s,
+        ttl_s=state.settings.internal_token_ttl_s,
     )
     headers = bearer(token)
     if idempotency_key:
@@ -76,7 +77,7 @@ async def to_realtime(state: State, body: SummaryRequest, tenant: str) -> Respon
             "POST",
             url,
             body=data,
-            headers=signed(state, "realtime_svc", "POST", url, tenant, data),
+            headers=await signed(state, "realtime_svc", "POST", url, tenant, data),
             timeout_s=s.realtime_timeout_s,
             retry_disconnect=True,
         )
@@ -110,7 +111,7 @@ async def to_async(
             "POST",
             url,
             body=data,
-            headers=signed(state, "async_svc", "POST", url, tenant, data, idempotency_key),
+            headers=await signed(state, "async_svc", "POST", url, tenant, data, idempotency_key),
             timeout_s=s.async_timeout_s,
         )
     except (UpstreamTimeout, UpstreamDown):
@@ -138,7 +139,7 @@ async def job_call(state: State, method: str, job_id: str, tenant: str) -> Respo
         resp = await state.upstream.call(
             method,
             url,
-            headers=signed(state, "async_svc", method, url, tenant),
+            headers=await signed(state, "async_svc", method, url, tenant),
             timeout_s=state.settings.async_timeout_s,
         )
     except (UpstreamTimeout, UpstreamDown):
