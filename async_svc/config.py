@@ -7,12 +7,14 @@ from pydantic import Field, model_validator
 
 from async_svc.intake import TenantQuota
 from common.schemas import MAX_TEXT_BYTES
-from common.settings import HttpServerSettings, KafkaSettings, StoreSettings, load_settings
+from common.settings import HttpServerSettings, InternalAuthSettings, KafkaSettings, StoreSettings, load_settings
 from common.store.retention import SweeperSettings  # PRECIS_RETENTION_*: the sweeper runs here
 from common.webhook_url import WebhookGuardSettings  # the submit-time webhook check reads it
 
 
-class AsyncSettings(HttpServerSettings, StoreSettings, KafkaSettings, WebhookGuardSettings, SweeperSettings):
+class AsyncSettings(
+    HttpServerSettings, StoreSettings, KafkaSettings, WebhookGuardSettings, SweeperSettings, InternalAuthSettings
+):
     """Job intake: the store (job rows + outbox) and the broker (the outbox relay)."""
 
     service_name: str = "async_svc"

@@ -20,6 +20,9 @@ TritonSettings      triton_grpc_url, triton_model                               
 TokenizerSettings   tokenizer_path                                                      gateway,
                                                                                         realtime_svc, worker
 PublicUrlSettings   public_base_url                                                     gateway, notifier
+InternalAuth-       internal_token_secret, internal_token_ttl_s (the gateway's signed   gateway,
+Settings            credential for realtime_svc/async_svc, common/internal_auth.py)     realtime_svc,
+                                                                                        async_svc
 ==================  ==================================================================  =================
 
 :class:`CommonSettings` (store + Kafka) is for tests that need both a broker and a store; no
@@ -44,6 +47,7 @@ __all__ = [
     "REPO_ROOT",
     "CommonSettings",
     "HttpServerSettings",
+    "InternalAuthSettings",
     "KafkaSettings",
     "PrecisSettings",
     "PublicUrlSettings",
@@ -187,3 +191,55 @@ class PublicUrlSettings(PrecisSettings):
 class CommonSettings(StoreSettings, KafkaSettings):
     """The one-off tools' settings (common.migrate: the store; common.topics: Kafka) and the
     tests' broker/store helpers. Services compose their own pieces instead."""
+
+
+# The documented local-only internal token secret (docs/security.md). Refused outside local mode,
+# where PRECIS_INTERNAL_TOKEN_SECRET must be set (devstack/ and `make run` set a random one).
+DEV_INTERNAL_TOKEN_SECRET = "precis-local-dev-internal-token-secret-0001"
+INTERNAL_SECRET_MIN_CHARS = 32
+
+
+class InternalAuthSettings(PrecisSettings):
+    """The credential on every gateway → realtime_svc / async_svc call (common/internal_auth.py):
+    an HMAC-SHA256 key the three services share. Comma-separated for rotation: the gateway signs
+    with the first, the services accept any (docs/security.md, item 7)."""
+
+    # Values in errors are hidden: a ValidationError would otherwise print the raw env input
+    # (the secret's end) beside the message (issue #14 item 9).
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
+    internal_token_secret: SecretStr | None = None
+    # A token is good for this long after the gateway signs it (it is signed per call, right
+    # before the call, so this covers the hop and clock skew between pods, not the work).
+    internal_token_ttl_s: int = Field(default=30, ge=5, le=300)
+
+    @model_validator(mode="after")
+    def _internal_secret_outside_local(self) -> Self:
+        keys = self._raw_internal_keys()
+        if not self.is_local:
+            # Messages name the variable and the rule, never a value.
+            if not keys:
+                raise ValueError(
+                    "PRECIS_INTERNAL_TOKEN_SECRET is not set: it is required outside local mode (the same "
+                    "random value, at least 32 characters, for the gateway, realtime_svc and async_svc)"
+                )
+            if DEV_INTERNAL_TOKEN_SECRET in keys:
+                raise ValueError(
+                    f"PRECIS_INTERNAL_TOKEN_SECRET still has its default value; set a real secret for "
+                    f"PRECIS_ENV={self.env}"
+                )
+            if any(len(k) < INTERNAL_SECRET_MIN_CHARS for k in keys):
+                raise ValueError(
+                    f"PRECIS_INTERNAL_TOKEN_SECRET: every comma-separated key must be at least "
+                    f"{INTERNAL_SECRET_MIN_CHARS} characters"
+                )
+        return self
+
+    def _raw_internal_keys(self) -> list[str]:
+        raw = self.internal_token_secret.get_secret_value() if self.internal_token_secret else ""
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+    def internal_token_keys(self) -> list[str]:
+        """The keys, signing key first; the documented dev key when unset (local mode only: the
+        validator refuses an unset secret anywhere else)."""
+        return self._raw_internal_keys() or [DEV_INTERNAL_TOKEN_SECRET]

@@ -18,7 +18,7 @@ Not under tests/: benchmarks import it too, and nothing here knows about pytest.
 
 from __future__ import annotations
 
-from devstack.env import ROOT, child_env
+from devstack.env import INTERNAL_TOKEN_SECRET, ROOT, child_env
 from devstack.kafka import KafkaPorts, launch_kafka, start_kafka
 from devstack.ports import PORTS, PortAllocator, bindable, free_port, port_open
 from devstack.postgres import pg_bin, postgres_cluster
@@ -30,6 +30,7 @@ from devstack.tcp_proxy import TcpProxy
 from devstack.triton import TritonPorts, launch_triton, start_triton, wait_triton
 
 __all__ = [
+    "INTERNAL_TOKEN_SECRET",
     "PORTS",
     "ROOT",
     "KafkaPorts",

@@ -10,6 +10,7 @@ from common.schemas import MAX_TEXT_BYTES
 from common.serve import KEEP_ALIVE_S
 from common.settings import (
     HttpServerSettings,
+    InternalAuthSettings,
     PublicUrlSettings,
     TokenizerSettings,
     load_settings,
@@ -21,7 +22,9 @@ from common.webhook_url import WebhookGuardSettings  # the submit-time webhook c
 DEFAULT_DEV_API_KEY = "precis-dev-key"
 
 
-class GatewaySettings(HttpServerSettings, TokenizerSettings, PublicUrlSettings, WebhookGuardSettings):
+class GatewaySettings(
+    HttpServerSettings, TokenizerSettings, PublicUrlSettings, WebhookGuardSettings, InternalAuthSettings
+):
     """The internet-facing gateway: no store, no broker, no Triton (it calls realtime_svc/async_svc)."""
 
     service_name: str = "gateway"

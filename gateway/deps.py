@@ -21,6 +21,8 @@ class State:
         self.counter = counter
         self.keys = settings.key_table()
         self.limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        # signs every internal call (gateway/proxy.py); the first key of a rotation list
+        self.internal_key = settings.internal_token_keys()[0]
 
 
 get_state = state_getter(State)

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from common.internal_auth import bearer, body_digest_async, sign
 from common.problems import Problem, invalid_body
 from common.schemas import DEFAULT_REALTIME_SUMMARY_TOKENS, AsyncAccepted, SummaryRequest
 from gateway.deps import State
-from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
+from gateway.upstream import UpstreamDown, UpstreamTimeout, encode_body, forward, upstream_down
 
 # Hosts the request's own base URL may be echoed for when PRECIS_PUBLIC_BASE_URL is unset: the
 # loopback names of `make run` and the local tests (a link there can only lead a client back to
@@ -29,7 +31,35 @@ def status_url(state: State, request: Request, job_id: str) -> str:
     return f"{base.rstrip('/')}{path}" if base else path
 
 
-async def to_realtime(state: State, body: SummaryRequest) -> Response:
+async def signed(
+    state: State,
+    audience: str,
+    method: str,
+    url: str,
+    tenant: str,
+    body: bytes = b"",
+    idempotency_key: str | None = None,
+) -> dict[str, str]:
+    """The headers of one internal call: the gateway's token for exactly this request (tenant,
+    service, method, path, body, Idempotency-Key; common/internal_auth.py), and the key. A large
+    body is hashed off the event loop (body_digest_async)."""
+    token = sign(
+        state.internal_key,
+        tenant=tenant,
+        audience=audience,
+        method=method,
+        path=urlsplit(url).path,
+        digest=await body_digest_async(body),
+        idempotency_key=idempotency_key,
+        ttl_s=state.settings.internal_token_ttl_s,
+    )
+    headers = bearer(token)
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+async def to_realtime(state: State, body: SummaryRequest, tenant: str) -> Response:
     s = state.settings
     if body.notify is not None:
         raise invalid_body("notify: only async summaries send notifications")
@@ -40,11 +70,14 @@ async def to_realtime(state: State, body: SummaryRequest) -> Response:
         "language": body.language,
         "request_id": rid,
     }
+    url = f"{s.realtime_url}/internal/summarize"
+    data = encode_body(payload)
     try:
         resp = await state.upstream.call(
             "POST",
-            f"{s.realtime_url}/internal/summarize",
-            payload=payload,
+            url,
+            body=data,
+            headers=await signed(state, "realtime_svc", "POST", url, tenant, data),
             timeout_s=s.realtime_timeout_s,
             retry_disconnect=True,
         )
@@ -71,15 +104,14 @@ async def to_async(
         "notify": body.notify.model_dump(mode="json", exclude_none=True) if body.notify else None,
         "metadata": body.metadata,
     }
-    headers = {"X-Precis-Tenant": tenant}
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
+    url = f"{s.async_url}/internal/jobs"
+    data = encode_body(payload)
     try:
         resp = await state.upstream.call(
             "POST",
-            f"{s.async_url}/internal/jobs",
-            payload=payload,
-            headers=headers,
+            url,
+            body=data,
+            headers=await signed(state, "async_svc", "POST", url, tenant, data, idempotency_key),
             timeout_s=s.async_timeout_s,
         )
     except (UpstreamTimeout, UpstreamDown):
@@ -102,11 +134,12 @@ async def job_call(state: State, method: str, job_id: str, tenant: str) -> Respo
         uuid.UUID(job_id)
     except ValueError:
         raise Problem(404, "not-found", "Not found", "no summary job with this id") from None
+    url = f"{state.settings.async_url}/internal/jobs/{job_id}"
     try:
         resp = await state.upstream.call(
             method,
-            f"{state.settings.async_url}/internal/jobs/{job_id}",
-            headers={"X-Precis-Tenant": tenant},
+            url,
+            headers=await signed(state, "async_svc", method, url, tenant),
             timeout_s=state.settings.async_timeout_s,
         )
     except (UpstreamTimeout, UpstreamDown):

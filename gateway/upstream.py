@@ -4,6 +4,7 @@ and how an upstream's answer or failure becomes the gateway's answer."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -11,9 +12,11 @@ from typing import Any, Protocol
 import aiohttp
 from fastapi import Response
 
-from common.problems import PROBLEM_JSON, Problem
+from common.problems import PROBLEM_JSON, Problem, problem_response
 from gateway.config import GatewaySettings
 from gateway.metrics import UPSTREAM_RETRIES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class UpstreamClient(Protocol):
         url: str,
         *,
         timeout_s: float,
-        payload: Any = None,
+        body: bytes | None = None,
         headers: dict[str, str] | None = None,
         retry_disconnect: bool = False,
     ) -> Upstream: ...
@@ -75,7 +78,7 @@ class AiohttpUpstream:
         url: str,
         *,
         timeout_s: float,
-        payload: Any = None,
+        body: bytes | None = None,
         headers: dict[str, str] | None = None,
         retry_disconnect: bool = False,
     ) -> Upstream:
@@ -83,15 +86,13 @@ class AiohttpUpstream:
         like a realtime summary) sends the request once more, on a new connection, when the first
         connection died before any response: a pooled keep-alive connection to a pod that is shutting
         down (a rollout) is closed under the request, and the retry reaches a pod that is ready."""
-        data = None
         hdrs = dict(headers or {})
-        if payload is not None:
-            data = json.dumps(payload, ensure_ascii=False).encode()
+        if body is not None:
             hdrs["Content-Type"] = "application/json"
         for attempt in (1, 2):
             try:
                 async with self.http.request(
-                    method, url, data=data, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)
+                    method, url, data=body, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)
                 ) as resp:
                     return Upstream(resp.status, await resp.read(), resp.headers)
             except TimeoutError:  # aiohttp's timeouts are TimeoutError subclasses
@@ -108,10 +109,30 @@ class AiohttpUpstream:
         await self.http.close()
 
 
+def encode_body(payload: Any) -> bytes:
+    """The JSON body of an internal call: encoded once, so the bytes the gateway's token is
+    bound to (common/internal_auth.py) are the bytes sent."""
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
 def forward(resp: Upstream, instance: str) -> Response:
     """Relay an internal service's error (it is already problem+json), with ``instance`` set to
     the public path the caller asked for: the internal one (``/internal/jobs/<id>``) names a
-    route of the private network and is never shown (issue #14 item 9)."""
+    route of the private network and is never shown (issue #14 item 9).
+
+    A 401 is the internal service refusing the gateway's own token (a secret that differs
+    between the pods, say): relayed as it is, the client would read it as its API key being
+    wrong. It becomes a 502 naming no internals, and is logged for the operator."""
+    if resp.status == 401:
+        log.error(
+            "an internal service refused the gateway's token (check PRECIS_INTERNAL_TOKEN_SECRET "
+            "is the same for gateway, realtime_svc and async_svc): %s",
+            resp.body[:300].decode(errors="replace"),
+        )
+        return problem_response(
+            Problem(502, "upstream-refused", "Bad gateway", "an internal service refused the call; retry later"),
+            instance,
+        )
     headers = {k: v for k, v in resp.headers.items() if k.lower() in ("retry-after",)}
     media = resp.headers.get("content-type", PROBLEM_JSON)
     body = resp.body

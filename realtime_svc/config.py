@@ -4,10 +4,16 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from common.settings import HttpServerSettings, TokenizerSettings, TritonSettings, load_settings
+from common.settings import (
+    HttpServerSettings,
+    InternalAuthSettings,
+    TokenizerSettings,
+    TritonSettings,
+    load_settings,
+)
 
 
-class RealtimeSettings(HttpServerSettings, TokenizerSettings, TritonSettings):
+class RealtimeSettings(HttpServerSettings, TokenizerSettings, TritonSettings, InternalAuthSettings):
     """Short texts straight to Triton: no store, no broker."""
 
     service_name: str = "realtime_svc"

@@ -1,12 +1,13 @@
-"""realtime_svc's lifespan-owned state and its dependency."""
+"""realtime_svc's lifespan-owned state and its dependencies (state, the gateway's signed call)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
 from common.appstate import state_getter
+from common.internal_auth import Caller, verify_request
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient
 from realtime_svc.config import RealtimeSettings
@@ -18,7 +19,14 @@ class State:
         self.triton = triton
         self.counter = counter
         self.in_flight = 0
+        self.internal_keys = settings.internal_token_keys()
 
 
 get_state = state_getter(State)
 StateDep = Annotated[State, Depends(get_state)]
+
+
+async def internal_caller(request: Request, state: StateDep) -> Caller:
+    """The gateway's token for this very request, verified (401 problem otherwise;
+    common/internal_auth.py)."""
+    return await verify_request(state.internal_keys, request, "realtime_svc")

@@ -12,6 +12,10 @@ t0=$(date +%s)
 [ "${PRECIS_SKIP_INSTALL:-0}" = 1 ] || scripts/bootstrap.sh
 mkdir -p "$PRECIS_VAR_DIR"
 "$PY" -m common.migrate
+# The gateway signs its calls to realtime_svc/async_svc with this (common/internal_auth.py); honcho
+# hands the same value to all three. A random one per run unless set (devstack sets its own).
+PRECIS_INTERNAL_TOKEN_SECRET="${PRECIS_INTERNAL_TOKEN_SECRET:-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')}"
+export PRECIS_INTERNAL_TOKEN_SECRET
 export PRECIS_TOKENIZER_PATH="${PRECIS_TOKENIZER_PATH:-$PRECIS_CACHE/tokenizer/smollm2-135m-instruct.tokenizer.json}"
 
 "$PRECIS_VENV/bin/honcho" start -f Procfile -d "$PRECIS_ROOT" &

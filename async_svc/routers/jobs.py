@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from async_svc.deps import IdempotencyKey, StateDep, TenantDep
+from async_svc.deps import IdempotencyKey, StateDep, TenantDep, verified_tenant
 from async_svc.jobs import cancel_job, create_job, get_job, to_view
 from async_svc.listing import MAX_CURSOR_CHARS, list_jobs
 from common.problems import invalid_body
@@ -23,7 +23,9 @@ from common.schemas import (
     text_size_problem,
 )
 
-router = APIRouter()
+# Every route here needs the gateway's signed token, also one added later without a TenantDep
+# (FastAPI computes the dependency once per request); the probes and /metrics stay open.
+router = APIRouter(dependencies=[Depends(verified_tenant)])
 
 
 class CreateJob(BaseModel):

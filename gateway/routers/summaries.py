@@ -21,7 +21,7 @@ from common.schemas import (
 )
 from gateway.body import parse_summary_request, read_limited_body, require_json
 from gateway.deps import IdempotencyKey, StateDep, TenantDep
-from gateway.proxy import job_call, to_async, to_realtime
+from gateway.proxy import job_call, signed, to_async, to_realtime
 from gateway.routing import choose_mode
 from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
 
@@ -45,7 +45,7 @@ async def create_summary(
     require_json(request)
     body = parse_summary_request(await read_limited_body(request, state.settings.max_request_bytes))
     if await choose_mode(state, body) == Mode.realtime:
-        return await to_realtime(state, body)
+        return await to_realtime(state, body, tenant)
     return await to_async(state, request, body, tenant, idempotency_key)
 
 
@@ -75,11 +75,14 @@ async def list_summaries(
         params["created_after"] = aware.isoformat()
     if cursor is not None:
         params["cursor"] = cursor
+    # The token binds method and path, not the query: a captured one could only list the same
+    # tenant's jobs with other filters within its 30 s, which a read token allows anyway.
+    url = f"{state.settings.async_url}/internal/jobs"
     try:
         resp = await state.upstream.call(
             "GET",
-            f"{state.settings.async_url}/internal/jobs?{urlencode(params)}",
-            headers={"X-Precis-Tenant": tenant},
+            f"{url}?{urlencode(params)}",
+            headers=await signed(state, "async_svc", "GET", url, tenant),
             timeout_s=state.settings.async_timeout_s,
         )
     except (UpstreamTimeout, UpstreamDown):

@@ -6,18 +6,20 @@ import asyncio
 import logging
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from common.problems import Problem, invalid_body
 from common.schemas import RealtimeRequest, RealtimeSummary, Usage
 from common.triton_client import TritonFailure
 from realtime_svc.config import RealtimeSettings
-from realtime_svc.deps import State, StateDep
+from realtime_svc.deps import State, StateDep, internal_caller
 from realtime_svc.metrics import ERRORS, IN_FLIGHT, INFER_LATENCY
 
 log = logging.getLogger(__name__)
 
-router = APIRouter()
+# Every route here needs the gateway's signed token (401 before the body is looked at); the
+# probes (routers/health.py) and /metrics stay open.
+router = APIRouter(dependencies=[Depends(internal_caller)])
 
 
 def _unavailable(settings: RealtimeSettings, kind: str, detail: str) -> Problem:

@@ -322,6 +322,11 @@ def test_secret_key_wiring_per_service(render):
     assert n["PRECIS_SMTP_USERNAME"] == "smtp-username" and n["PRECIS_SMTP_PASSWORD"] == "smtp-password"
     assert n["PRECIS_WEBHOOK_SECRET"] == "webhook-secret"
     assert keys("worker")["PRECIS_KAFKA_SASL_PASSWORD"] == "kafka-sasl-password"
+    # the gateway signs its internal calls with the key realtime_svc and async_svc verify
+    for comp in ("gateway", "realtime", "async"):
+        assert keys(comp)["PRECIS_INTERNAL_TOKEN_SECRET"] == "internal-token-secret", comp
+    for comp in ("worker", "notifier"):
+        assert "PRECIS_INTERNAL_TOKEN_SECRET" not in keys(comp), comp
 
 
 # --------------------------------------------------------------------------- exposure

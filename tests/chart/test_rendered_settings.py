@@ -42,6 +42,7 @@ SECRETS = {
     "smtp-username": "mailer",
     "smtp-password": "mail-pass",
     "webhook-secret": "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw==",
+    "internal-token-secret": "stand-in-internal-token-secret-of-40-chars",
     "kafka-sasl-password": "sasl-pass",
     "test-api-key": "k8s-test-key",
     "postgres-password": "s3cret",

@@ -23,7 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.internal_auth import InternalTokenAuth
 from devstack import (
+    INTERNAL_TOKEN_SECRET,
     PORTS,
     ROOT,
     KafkaPorts,
@@ -89,9 +91,17 @@ class FaultStack:
         self.notifier: Proc | None = None
         self.workers: list[Proc] = []
         self._n = 0
+        # async_svc directly, signed as the gateway signs (child_env gave it INTERNAL_TOKEN_SECRET)
         self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.async_port}", timeout=30, headers={"X-Precis-Tenant": TENANT}
+            base_url=f"http://127.0.0.1:{self.async_port}",
+            timeout=30,
+            auth=InternalTokenAuth(INTERNAL_TOKEN_SECRET, TENANT, "async_svc"),
         )
+
+    @staticmethod
+    def as_tenant(tenant: str) -> InternalTokenAuth:
+        """Calls signed as the gateway signs them for ``tenant``."""
+        return InternalTokenAuth(INTERNAL_TOKEN_SECRET, tenant, "async_svc")
 
     # ---- processes ---------------------------------------------------------------------------
 
@@ -164,12 +174,11 @@ class FaultStack:
         self, text: str, key: str | None = None, *, summary_tokens: int = 16, notify: bool = True, tenant: str = ""
     ) -> str:
         headers = {"Idempotency-Key": key} if key else {}
-        if tenant:  # job messages are keyed by tenant: another tenant, (in general) another partition
-            headers["X-Precis-Tenant"] = tenant
         body: dict = {"text": text, "max_summary_tokens": summary_tokens}
         if notify:
             body["notify"] = {"email": "faults@example.com"}
-        r = self.http.post("/internal/jobs", json=body, headers=headers)
+        # job messages are keyed by tenant: another tenant, (in general) another partition
+        r = self.http.post("/internal/jobs", json=body, headers=headers, auth=self.as_tenant(tenant or TENANT))
         assert r.status_code == 202, r.text
         return r.json()["id"]
 

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from devstack import PORTS, ROOT, Proc, TritonPorts, child_env, start_service, start_triton
+from common.internal_auth import InternalTokenAuth
+from devstack import INTERNAL_TOKEN_SECRET, PORTS, ROOT, Proc, TritonPorts, child_env, start_service, start_triton
 
 READY_TIMEOUT_S = float(os.environ.get("PRECIS_TEST_TRITON_READY_TIMEOUT_S", "180"))
 MAX_INPUT_TOKENS = 128  # above the EN/ZH sample texts, below the 413 test text
+# realtime_svc directly, signed as the gateway signs (child_env gave it INTERNAL_TOKEN_SECRET)
+AUTH = InternalTokenAuth(INTERNAL_TOKEN_SECRET, "realtime-tests", "realtime_svc")
 
 
 @dataclass

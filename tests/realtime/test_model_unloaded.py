@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from devstack import PORTS, TcpProxy, TritonPorts, child_env, start_triton
-from tests.realtime.conftest import READY_TIMEOUT_S, start_realtime_svc
+from tests.realtime.conftest import AUTH, READY_TIMEOUT_S, start_realtime_svc
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
 def summarize(url: str) -> httpx.Response:
     return httpx.post(
         f"{url}/internal/summarize",
+        auth=AUTH,
         timeout=120,
         json={
             "text": "The meeting was moved to Friday because the chief executive was ill.",

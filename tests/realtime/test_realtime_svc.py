@@ -16,7 +16,7 @@ import pytest
 
 from common.tokenization import default_model_path
 from devstack import PORTS, port_open
-from tests.realtime.conftest import MAX_INPUT_TOKENS, start_realtime_svc
+from tests.realtime.conftest import AUTH, MAX_INPUT_TOKENS, start_realtime_svc
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def body(text: str, max_tokens: int = 16, **extra) -> dict:
 
 
 def test_summaries_in_their_own_language(realtime):
-    with httpx.Client(timeout=120) as c:
+    with httpx.Client(auth=AUTH, timeout=120) as c:
         en = c.post(f"{realtime.url}/internal/summarize", json=body(EN, 24))
         zh = c.post(f"{realtime.url}/internal/summarize", json=body(ZH, 24))
     assert en.status_code == 200, en.text
@@ -49,7 +49,7 @@ def test_summaries_in_their_own_language(realtime):
 
 
 def test_max_tokens_honoured(realtime):
-    with httpx.Client(timeout=120) as c:
+    with httpx.Client(auth=AUTH, timeout=120) as c:
         for budget in (1, 5):
             r = c.post(f"{realtime.url}/internal/summarize", json=body(EN, budget))
             assert r.status_code == 200, r.text
@@ -58,7 +58,7 @@ def test_max_tokens_honoured(realtime):
 
 def test_too_long_is_413_naming_the_limit(realtime):
     text = " ".join(f"word{i}" for i in range(200))
-    r = httpx.post(f"{realtime.url}/internal/summarize", json=body(text), timeout=30)
+    r = httpx.post(f"{realtime.url}/internal/summarize", auth=AUTH, json=body(text), timeout=30)
     assert r.status_code == 413
     assert r.headers["content-type"].startswith("application/problem+json")
     p = r.json()
@@ -77,7 +77,7 @@ def test_too_long_is_413_naming_the_limit(realtime):
     ],
 )
 def test_bad_inputs_are_clear_4xx(realtime, payload, status, needle):
-    r = httpx.post(f"{realtime.url}/internal/summarize", json={"request_id": "x", **payload}, timeout=60)
+    r = httpx.post(f"{realtime.url}/internal/summarize", auth=AUTH, json={"request_id": "x", **payload}, timeout=60)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert needle in r.text
@@ -85,7 +85,7 @@ def test_bad_inputs_are_clear_4xx(realtime, payload, status, needle):
 
 async def test_overload_is_503_with_retry_after(realtime):
     # Triton's queue holds 1 request here: a burst of 24 overflows it while a batch runs.
-    async with httpx.AsyncClient(timeout=120) as c:
+    async with httpx.AsyncClient(auth=AUTH, timeout=120) as c:
         rs = await asyncio.gather(*(c.post(f"{realtime.url}/internal/summarize", json=body(EN, 24)) for _ in range(24)))
     codes = [r.status_code for r in rs]
     assert set(codes) <= {200, 503}, codes
@@ -118,7 +118,7 @@ def test_triton_never_started_is_503_fast_and_not_ready(tmp_path):
     url = f"http://127.0.0.1:{svc}"
     try:
         t0 = time.monotonic()
-        r = httpx.post(f"{url}/internal/summarize", json=body(EN), timeout=10)
+        r = httpx.post(f"{url}/internal/summarize", auth=AUTH, json=body(EN), timeout=10)
         elapsed = time.monotonic() - t0
         assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
         assert r.json()["type"].endswith("/model-unavailable")
@@ -131,7 +131,7 @@ def test_triton_never_started_is_503_fast_and_not_ready(tmp_path):
 
 def test_triton_killed_is_503_fast_and_not_ready(realtime):
     """Runs last in this module: it kills the module's Triton."""
-    with httpx.Client(timeout=120) as c:
+    with httpx.Client(auth=AUTH, timeout=120) as c:
         assert c.post(f"{realtime.url}/internal/summarize", json=body(EN, 2)).status_code == 200
         assert c.get(f"{realtime.url}/readyz").status_code == 200
         realtime.triton.kill()

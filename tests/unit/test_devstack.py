@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack import PortAllocator, child_env
+from common.settings import DEV_INTERNAL_TOKEN_SECRET
+from devstack import INTERNAL_TOKEN_SECRET, PortAllocator, child_env
 from devstack.ports import bindable
 from devstack.stack import DEFAULTS, StackPorts
 
@@ -58,3 +59,15 @@ def test_child_env_drops_the_callers_precis_settings(monkeypatch: pytest.MonkeyP
     assert env["PRECIS_CACHE"] == "/cache" and env["PRECIS_VAR_DIR"] == str(tmp_path)
     assert env["PRECIS_ENV"] == "test" and env["PRECIS_LOG_LEVEL"] == "DEBUG"
     assert child_env(inherit=("PRECIS_MODEL_",))["PRECIS_MODEL_ENGINE"] == "transformers"
+
+
+def test_every_child_gets_this_processs_internal_token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gateway, realtime_svc and async_svc of one stack share one random secret (not the
+    published dev default, not one from the caller's shell); tests sign direct calls with it."""
+    monkeypatch.setenv("PRECIS_INTERNAL_TOKEN_SECRET", "from-the-shell")
+    secrets = {
+        child_env()["PRECIS_INTERNAL_TOKEN_SECRET"],
+        child_env(PRECIS_LOG_LEVEL="DEBUG")["PRECIS_INTERNAL_TOKEN_SECRET"],
+    }
+    assert secrets == {INTERNAL_TOKEN_SECRET}
+    assert len(INTERNAL_TOKEN_SECRET) >= 32 and INTERNAL_TOKEN_SECRET != DEV_INTERNAL_TOKEN_SECRET

@@ -4,8 +4,9 @@ and failures become the gateway's answers.
 
 The gateway's state is handed in through ``app.dependency_overrides``; its upstream client is
 replaced by one that calls in-process fakes of realtime_svc and async_svc (ASGI apps), so what the
-gateway sent each of them can be checked. The real aiohttp hop, keep-alive and resend-on-dead-
-connection are covered by the real-process tests in tests/gateway/."""
+gateway sent each of them can be checked; the fakes check the gateway's internal token with the
+real verifier (common/internal_auth.py), as realtime_svc and async_svc do. The real aiohttp hop,
+keep-alive and resend-on-dead-connection are covered by the real-process tests in tests/gateway/."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from common.problems import PROBLEM_JSON, type_uri
+from common.internal_auth import verify_request
+from common.problems import PROBLEM_JSON, install_problem_handlers, type_uri
+from common.settings import DEV_INTERNAL_TOKEN_SECRET
 from common.tokenization import TokenCounter
 from gateway.app import create_app
 from gateway.config import GatewaySettings, hash_key
@@ -44,14 +47,22 @@ class FakeUpstreams:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
+        self.tenants: list[str] = []  # from each call's verified internal token
+        self.keys = [DEV_INTERNAL_TOKEN_SECRET]  # what the fake services accept
         self.realtime_answer: tuple[int, dict[str, Any], dict[str, str]] | None = None
         self.async_ready = True
         self.replayed = False
         self.realtime = FastAPI()
         self.asyncsvc = FastAPI()
+        install_problem_handlers(self.realtime)  # a refused token: 401 problem, as the real ones
+        install_problem_handlers(self.asyncsvc)
+
+        async def verified(request: Request, audience: str) -> None:
+            self.tenants.append((await verify_request(self.keys, request, audience)).tenant)
 
         @self.realtime.post("/internal/summarize")
         async def summarize(request: Request) -> Response:
+            await verified(request, "realtime_svc")
             body = await request.json()
             self.calls.append(("realtime", "POST /internal/summarize", body, dict(request.headers)))
             if self.realtime_answer is not None:
@@ -74,18 +85,20 @@ class FakeUpstreams:
 
         @self.asyncsvc.post("/internal/jobs")
         async def create(request: Request) -> JSONResponse:
+            await verified(request, "async_svc")
             self.calls.append(("async", "POST /internal/jobs", await request.json(), dict(request.headers)))
             headers = {"Idempotent-Replayed": "true"} if self.replayed else {}
             return JSONResponse({"id": str(uuid.uuid4()), "status": "queued"}, status_code=202, headers=headers)
 
         @self.asyncsvc.api_route("/internal/jobs/{job_id}", methods=["GET", "DELETE"])
-        async def job(job_id: str, request: Request, x_precis_tenant: str = Header()) -> JSONResponse:
+        async def job(job_id: str, request: Request) -> JSONResponse:
+            await verified(request, "async_svc")
             self.calls.append(("async", f"{request.method} /internal/jobs", None, dict(request.headers)))
             if job_id == "00000000-0000-0000-0000-000000000000":
                 doc = {"type": type_uri("not-found"), "title": "Not found", "status": 404}
                 return JSONResponse(doc, status_code=404, media_type=PROBLEM_JSON)
             status = "cancelling" if request.method == "DELETE" else "running"
-            return JSONResponse({"id": job_id, "status": status, "tenant_seen": x_precis_tenant})
+            return JSONResponse({"id": job_id, "status": status, "tenant_seen": self.tenants[-1]})
 
         @self.asyncsvc.get("/readyz")
         async def async_ready() -> JSONResponse:
@@ -108,7 +121,7 @@ class ASGIUpstream:
         url: str,
         *,
         timeout_s: float,
-        payload: Any = None,
+        body: bytes | None = None,
         headers: dict[str, str] | None = None,
         retry_disconnect: bool = False,
     ) -> Upstream:
@@ -116,11 +129,9 @@ class ASGIUpstream:
             raise self.fail(url)
         base = next(b for b in self.clients if url.startswith(b))
         hdrs = dict(headers or {})
-        data = None
-        if payload is not None:
-            data = json.dumps(payload, ensure_ascii=False).encode()
+        if body is not None:
             hdrs["Content-Type"] = "application/json"
-        r = await self.clients[base].request(method, url, content=data, headers=hdrs)
+        r = await self.clients[base].request(method, url, content=body, headers=hdrs)
         return Upstream(r.status_code, r.content, r.headers)
 
     async def aclose(self) -> None:
@@ -362,7 +373,8 @@ async def test_auto_long_text_goes_async_with_tenant_and_idempotency_key(gw: Gat
         "notify": None,
         "metadata": {"ref": 7},
     }
-    assert headers["x-precis-tenant"] == "acme"
+    assert gw.fakes.tenants == ["acme"]  # from the signed token, not a bare header
+    assert "x-precis-tenant" not in headers
     assert headers["idempotency-key"] == "abc"
     assert routed("async", "threshold") == before + 1
 
@@ -443,6 +455,47 @@ async def test_upstream_failures(gw: Gateway, fail: type[Exception], body: dict,
         assert r.headers["retry-after"] == "2"
     else:
         assert doc["detail"] == "no summary within 35 s"
+
+
+# ---- the internal token (issue #14 item 7) ----------------------------------------------------
+
+
+async def test_every_hop_carries_a_token_the_services_verify(gw: Gateway) -> None:
+    assert (await post(gw, {"text": SHORT})).status_code == 200
+    assert (await post(gw, {"text": LONG}, {"Idempotency-Key": "k9"})).status_code == 202
+    job_id = str(uuid.uuid4())
+    assert (await gw.client.get(f"/v1/summaries/{job_id}", headers=AUTH)).status_code == 200
+    assert (await gw.client.delete(f"/v1/summaries/{job_id}", headers=AUTH)).status_code == 200
+    assert gw.fakes.tenants == ["acme"] * 4
+    assert all(c[3]["authorization"].startswith("Bearer ") for c in gw.fakes.calls)
+
+
+async def test_a_refused_internal_token_is_502_not_the_clients_401(counter: TokenCounter) -> None:
+    """A secret that differs between the pods: the client's API key is fine, so it must not read
+    401 (and no internal detail reaches it)."""
+    g = await make_gateway(counter, internal_token_secret=SecretStr("another-secret-than-the-services-have-0001"))
+    try:
+        for r in (await post(g, {"text": SHORT}), await post(g, {"text": LONG})):
+            doc = assert_problem(r, 502, "upstream-refused")
+            assert doc["instance"] == "/v1/summaries"
+            assert doc["detail"] == "an internal service refused the call; retry later"
+        assert g.fakes.tenants == []
+    finally:
+        await g.client.aclose()
+        await g.upstream.aclose()
+
+
+async def test_rotation_the_gateway_signs_with_the_first_key(counter: TokenCounter) -> None:
+    new = "the-new-internal-secret-after-rotation-01"
+    g = await make_gateway(counter, internal_token_secret=SecretStr(f"{new},{DEV_INTERNAL_TOKEN_SECRET}"))
+    try:
+        g.fakes.keys = [new]  # services that already dropped the old key still accept the gateway
+        assert (await post(g, {"text": SHORT})).status_code == 200
+        g.fakes.keys = [DEV_INTERNAL_TOKEN_SECRET]  # and ones that do not know the new one yet refuse
+        assert_problem(await post(g, {"text": SHORT}), 502, "upstream-refused")
+    finally:
+        await g.client.aclose()
+        await g.upstream.aclose()
 
 
 # ---- job reads and cancels -------------------------------------------------------------------

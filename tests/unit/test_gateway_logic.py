@@ -6,6 +6,13 @@ from gateway.config import GatewaySettings, hash_key
 from gateway.ratelimit import TokenBucketLimiter
 
 
+@pytest.fixture(autouse=True)
+def internal_secret(monkeypatch):
+    """Production settings need the internal token secret too (tests/security/test_internal_auth.py
+    checks its rules); these tests are about the API keys."""
+    monkeypatch.setenv("PRECIS_INTERNAL_TOKEN_SECRET", "an-internal-token-secret-for-the-tests-0001")
+
+
 def test_token_bucket_allows_burst_then_limits_and_refills():
     lim = TokenBucketLimiter(per_minute=60, burst=3)
     assert [lim.take("t", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]

@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from common.appstate import set_state
+from common.internal_auth import InternalTokenAuth
+from common.settings import DEV_INTERNAL_TOKEN_SECRET
 from common.tokenization import TokenCounter
 from common.triton_client import TritonFailure, TritonResult
 from realtime_svc.app import create_app
@@ -76,7 +78,12 @@ async def svc(counter: TokenCounter) -> AsyncIterator[Svc]:
     state = State(settings, triton, counter)  # type: ignore[arg-type]  # scripted stand-in
     app = create_app()
     set_state(app, state)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rt.test") as client:
+    # signed as the gateway signs (the settings keep the local dev secret); the refusals are
+    # tests/security/test_internal_auth.py
+    auth = InternalTokenAuth(DEV_INTERNAL_TOKEN_SECRET, "acme", "realtime_svc")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://rt.test", auth=auth
+    ) as client:
         yield Svc(client, triton, state)
 
 

@@ -15,6 +15,7 @@ from common import paths
 from common.settings import (
     CommonSettings,
     HttpServerSettings,
+    InternalAuthSettings,
     KafkaSettings,
     PrecisSettings,
     PublicUrlSettings,
@@ -32,22 +33,31 @@ from worker.config import WorkerSettings
 PG = "postgresql+asyncpg://precis:pw@db.internal:5432/precis"
 WEBHOOK = "whsec_" + base64.b64encode(b"a-real-signing-secret-for-tests").decode()
 API_KEYS = json.dumps({hash_key("k1"): "acme"})
+INTERNAL = "an-internal-token-secret-for-the-tests-0001"  # PRECIS_INTERNAL_TOKEN_SECRET
 
 # service settings class -> the pieces it is composed of (and nothing else)
 COMPOSITION: dict[type[PrecisSettings], set[type[PrecisSettings]]] = {
-    GatewaySettings: {HttpServerSettings, TokenizerSettings, PublicUrlSettings},
-    RealtimeSettings: {HttpServerSettings, TokenizerSettings, TritonSettings},
-    AsyncSettings: {HttpServerSettings, StoreSettings, KafkaSettings},
+    GatewaySettings: {HttpServerSettings, TokenizerSettings, PublicUrlSettings, InternalAuthSettings},
+    RealtimeSettings: {HttpServerSettings, TokenizerSettings, TritonSettings, InternalAuthSettings},
+    AsyncSettings: {HttpServerSettings, StoreSettings, KafkaSettings, InternalAuthSettings},
     WorkerSettings: {HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings},
     NotifierSettings: {HttpServerSettings, StoreSettings, KafkaSettings, PublicUrlSettings},
 }
-PIECES = {HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings, PublicUrlSettings}
+PIECES = {
+    HttpServerSettings,
+    StoreSettings,
+    KafkaSettings,
+    TritonSettings,
+    TokenizerSettings,
+    PublicUrlSettings,
+    InternalAuthSettings,
+}
 
 # The production env each service needs (as the chart renders it), and no more.
 PRODUCTION_ENV: dict[type[PrecisSettings], dict[str, str]] = {
-    GatewaySettings: {"PRECIS_API_KEYS": API_KEYS},
-    RealtimeSettings: {},
-    AsyncSettings: {"PRECIS_DATABASE_URL": PG},
+    GatewaySettings: {"PRECIS_API_KEYS": API_KEYS, "PRECIS_INTERNAL_TOKEN_SECRET": INTERNAL},
+    RealtimeSettings: {"PRECIS_INTERNAL_TOKEN_SECRET": INTERNAL},
+    AsyncSettings: {"PRECIS_DATABASE_URL": PG, "PRECIS_INTERNAL_TOKEN_SECRET": INTERNAL},
     WorkerSettings: {"PRECIS_DATABASE_URL": PG},
     NotifierSettings: {"PRECIS_DATABASE_URL": PG, "PRECIS_WEBHOOK_SECRET": WEBHOOK},
 }
@@ -150,6 +160,7 @@ def test_the_store_refuses_sqlite_outside_local_mode(cls, monkeypatch):
 def test_default_dev_api_key_refused_outside_local_mode(monkeypatch):
     monkeypatch.setenv("PRECIS_ENV", "production")
     monkeypatch.setenv("PRECIS_API_KEYS", API_KEYS)
+    monkeypatch.setenv("PRECIS_INTERNAL_TOKEN_SECRET", INTERNAL)
     monkeypatch.setenv("PRECIS_DEV_API_KEY", DEFAULT_DEV_API_KEY)
     with pytest.raises(ValidationError, match="PRECIS_DEV_API_KEY still has its default value"):
         GatewaySettings()
@@ -159,6 +170,7 @@ def test_default_dev_api_key_refused_outside_local_mode(monkeypatch):
 
 def test_gateway_refuses_no_api_keys_outside_local_mode(monkeypatch):
     monkeypatch.setenv("PRECIS_ENV", "production")
+    monkeypatch.setenv("PRECIS_INTERNAL_TOKEN_SECRET", INTERNAL)
     with pytest.raises(ValidationError, match="PRECIS_API_KEYS is empty"):
         GatewaySettings()
 
@@ -178,6 +190,7 @@ def test_default_webhook_secret_refused_outside_local_mode(monkeypatch):
 def test_fault_injection_refused_outside_local_mode(monkeypatch):
     monkeypatch.setenv("PRECIS_ENV", "production")
     monkeypatch.setenv("PRECIS_DATABASE_URL", PG)
+    monkeypatch.setenv("PRECIS_INTERNAL_TOKEN_SECRET", INTERNAL)
     monkeypatch.setenv("PRECIS_FAULT_INJECT", "crash_before_commit")
     with pytest.raises(ValidationError, match="PRECIS_FAULT_INJECT is for tests only"):
         AsyncSettings()
