@@ -18,6 +18,7 @@ from common.logs import setup_logging
 from common.tokenization import TokenCounter
 from gateway.config import get_settings
 from gateway.deps import State
+from gateway.ratelimit import RateLimitHeaders
 from gateway.routers import health, summaries
 from gateway.upstream import AiohttpUpstream, open_session
 
@@ -36,13 +37,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    return service_app(
+    app = service_app(
         "gateway",
         "Précis",
         lifespan,
         [summaries.router, health.router],
         description="Summaries of short texts at once (realtime) and of long documents as jobs (async).",
     )
+    app.add_middleware(RateLimitHeaders)  # RateLimit-* on every charged response (gateway/ratelimit.py)
+    return app
 
 
 app = create_app()
