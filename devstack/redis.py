@@ -4,6 +4,7 @@ with the process."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,14 @@ def start_redis(port: int, env: dict[str, str], log: Path, workdir: Path, timeou
         proc.stop()
         raise
     return proc
+
+
+def exec_redis() -> None:
+    """`make run` (Procfile "redis"): replace this process by redis-server on $PRECIS_REDIS_PORT,
+    working directory $PRECIS_VAR_DIR/redis (nothing is written there: no persistence)."""
+    server = redis_bin()
+    if server is None:
+        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
+    workdir = Path(os.environ.get("PRECIS_VAR_DIR", "var")) / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.execv(server, redis_argv(server, int(os.environ.get("PRECIS_REDIS_PORT", "6379")), workdir))
