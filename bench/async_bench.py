@@ -85,7 +85,7 @@ class Bench:
             PRECIS_READY_TIMEOUT="600",
             # The load generator is one tenant: lift the per-tenant limit so intake is measured.
             PRECIS_RATE_LIMIT_PER_MINUTE="1000000",
-            PRECIS_RATE_LIMIT_BURST="100000",
+            PRECIS_RATE_LIMIT_BYTES_PER_MINUTE="1000000000000",
             **({"PRECIS_DATABASE_URL": self.a.database_url} if self.a.database_url else {}),
         )
         print(f"starting the stack (scripts/run.sh, port offset {self.ports.offset}, var {self.var})", flush=True)
