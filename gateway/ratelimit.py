@@ -144,11 +144,10 @@ class RateLimits:
     async def _on(
         self, limiter: SlidingWindowCounterRateLimiter, op: str, quota: Quota, key: str, cost: int
     ) -> tuple[bool, int, float]:
-        if op == "hit":
-            ok = await limiter.hit(quota.item, key, cost=cost)
-        else:
-            ok = await limiter.test(quota.item, key, cost=cost)
+        ok = await limiter.hit(quota.item, key, cost=cost) if op == "hit" else True
         stats = await limiter.get_window_stats(quota.item, key)
+        if op == "test":  # from the stats alone: one store round trip, not two
+            ok = stats.remaining >= cost
         if limiter is self.limiter and not self.store_ok:
             log.info("rate-limit store reachable again")
             self.store_ok = True
