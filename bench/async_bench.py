@@ -85,7 +85,7 @@ class Bench:
             PRECIS_READY_TIMEOUT="600",
             # The load generator is one tenant: lift the per-tenant limit so intake is measured.
             PRECIS_RATE_LIMIT_PER_MINUTE="1000000",
-            PRECIS_RATE_LIMIT_BURST="100000",
+            PRECIS_RATE_LIMIT_BYTES_PER_MINUTE="1000000000000",
             # ... and its job quotas (async_svc: 20 unfinished jobs per tenant by default).
             PRECIS_QUOTA_MAX_ACTIVE_JOBS="1000000",
             PRECIS_QUOTA_MAX_STORED_DOCUMENTS="1000000000",

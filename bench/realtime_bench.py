@@ -158,7 +158,7 @@ def start_services(tmp: Path, triton: TritonPorts) -> list[Proc]:
             PRECIS_REALTIME_URL=f"http://127.0.0.1:{rt_port}",
             PRECIS_ASYNC_URL=f"http://127.0.0.1:{PORTS.one()}",  # nothing listens: realtime only
             PRECIS_RATE_LIMIT_PER_MINUTE="1000000",
-            PRECIS_RATE_LIMIT_BURST="100000",
+            PRECIS_RATE_LIMIT_BYTES_PER_MINUTE="1000000000000",
         ),
         tmp,
     )

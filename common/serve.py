@@ -22,8 +22,11 @@ __all__ = ["KEEP_ALIVE_S", "health_server", "run_http"]
 KEEP_ALIVE_S = 75
 
 
-def run_http(app: str, port: int, *, graceful_s: int = 20) -> None:
+def run_http(app: str, port: int, *, graceful_s: int = 20, proxy_headers: bool = True) -> None:
     # One process per pod; scale out with replicas (HPA), not workers, so metrics stay per process.
+    # proxy_headers: uvicorn rewrites the client address from X-Forwarded-For when the peer is in
+    # FORWARDED_ALLOW_IPS (default 127.0.0.1); the gateway turns it off, its per-address limits
+    # read a forwarded header only when configured to (PRECIS_TRUSTED_CLIENT_IP_HEADER).
     uvicorn.run(
         app,
         host="0.0.0.0",
@@ -32,7 +35,7 @@ def run_http(app: str, port: int, *, graceful_s: int = 20) -> None:
         access_log=False,
         timeout_graceful_shutdown=graceful_s,
         timeout_keep_alive=KEEP_ALIVE_S,
-        proxy_headers=True,
+        proxy_headers=proxy_headers,
         lifespan="on",
     )
 

@@ -1,4 +1,4 @@
-"""Précis dev stack: the real components (Kafka, Triton, PostgreSQL, the SMTP sink, the Python
+"""Précis dev stack: the real components (Kafka, Triton, PostgreSQL, Redis, the SMTP sink, the Python
 services, the whole `make run` stack) as local processes on private ports, for the tests and the
 benchmarks alike.
 
@@ -9,6 +9,7 @@ benchmarks alike.
     kafka      KafkaPorts, launch_kafka(), start_kafka()
     smtp       launch_smtp_sink(), start_smtp_sink()
     postgres   pg_bin(), postgres_cluster()
+    redis      redis_bin(), launch_redis(), start_redis()   the gateway's rate-limit store
     services   launch_service(), start_service()      python -m gateway|realtime_svc|...
     stack      StackPorts, launch_stack(), wait_stack()  scripts/run.sh (`make run`)
     tcp_proxy  TcpProxy                                a forwarder that records connections
@@ -23,6 +24,7 @@ from devstack.kafka import KafkaPorts, launch_kafka, start_kafka
 from devstack.ports import PORTS, PortAllocator, bindable, free_port, port_open
 from devstack.postgres import pg_bin, postgres_cluster
 from devstack.procs import Proc, cpu_seconds, http_ok, wait_until
+from devstack.redis import launch_redis, redis_bin, start_redis
 from devstack.services import launch_service, start_service
 from devstack.smtp import launch_smtp_sink, start_smtp_sink
 from devstack.stack import StackPorts, launch_stack, wait_stack
@@ -45,6 +47,7 @@ __all__ = [
     "free_port",
     "http_ok",
     "launch_kafka",
+    "launch_redis",
     "launch_service",
     "launch_smtp_sink",
     "launch_stack",
@@ -52,7 +55,9 @@ __all__ = [
     "pg_bin",
     "port_open",
     "postgres_cluster",
+    "redis_bin",
     "start_kafka",
+    "start_redis",
     "start_service",
     "start_smtp_sink",
     "start_triton",

@@ -26,6 +26,7 @@ DEFAULTS = {
     "PRECIS_KAFKA_PORT": 9092,
     "PRECIS_KAFKA_CONTROLLER_PORT": 9093,
     "PRECIS_SMTP_PORT": 1025,
+    "PRECIS_REDIS_PORT": 6379,  # used when the stack's gateway is given the local Redis
 }
 
 

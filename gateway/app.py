@@ -21,6 +21,7 @@ from common.tokenization import TokenCounter
 from gateway.config import get_settings
 from gateway.deps import State
 from gateway.openapi import install_openapi, operation_id
+from gateway.ratelimit import RateLimitHeaders
 from gateway.routers import health, problems, summaries
 from gateway.upstream import AiohttpUpstream, open_session
 
@@ -48,6 +49,7 @@ def create_app() -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     install_openapi(app)
+    app.add_middleware(RateLimitHeaders)  # RateLimit-* on every charged response (gateway/ratelimit.py)
     return app
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -41,8 +42,23 @@ class GatewaySettings(
     routing_threshold_tokens: int = Field(default=512, ge=1, le=8192)
     # Whole request body limit: the 10 MB text limit plus JSON escaping headroom.
     max_request_bytes: int = Field(default=2 * MAX_TEXT_BYTES + 65536, ge=1024)
-    rate_limit_per_minute: int = Field(default=600, ge=1)
-    rate_limit_burst: int = Field(default=100, ge=1)
+    # Rate limits (gateway/ratelimit.py), one-minute sliding windows. The store: redis://[:pw@]
+    # host:port[/db] or rediss:// is shared by every replica (the limits are global); memory://
+    # counts in this process only, so each replica has the full limit (fine for `make run`'s one
+    # gateway). A SecretStr: a Redis URI may carry a password.
+    rate_limit_storage_uri: SecretStr = SecretStr("memory://")
+    rate_limit_per_minute: int = Field(default=600, ge=1)  # requests per tenant
+    # request-body bytes per tenant: a 10 MB body costs 10 MB; at least max_request_bytes
+    rate_limit_bytes_per_minute: int = Field(default=100_000_000, ge=1024)
+    rate_limit_failed_auth_per_minute: int = Field(default=20, ge=1)  # per client address
+    # Shared store unreachable: "open" counts in this replica's memory meanwhile, "closed" answers 503.
+    rate_limit_store_failure: Literal["open", "closed"] = "open"
+    rate_limit_store_timeout_s: float = Field(default=0.5, gt=0, le=10)
+    # The client address for the failed-auth limit is the TCP peer's: behind a proxy, the proxy's.
+    # Set this to a header the proxy writes (its rightmost entry is used, e.g. X-Forwarded-For
+    # behind exactly one proxy that appends) only when every request passes through that proxy;
+    # a client reaching the gateway directly could write the header itself.
+    trusted_client_ip_header: str | None = None
     realtime_timeout_s: float = Field(default=35.0, gt=0)
     async_timeout_s: float = Field(default=30.0, gt=0)
     # Idle keep-alive connections to realtime_svc/async_svc are dropped after this long. It must
@@ -65,6 +81,19 @@ class GatewaySettings(
             raise ValueError('PRECIS_API_KEYS must be a JSON object {"<sha256 hex of key>": "<tenant>"}')
         if not self.is_local and not keys:
             raise ValueError("PRECIS_API_KEYS is empty: no client could authenticate")
+        return self
+
+    @model_validator(mode="after")
+    def _check_rate_limits(self) -> GatewaySettings:
+        scheme = self.rate_limit_storage_uri.get_secret_value().removeprefix("async+").split("://", 1)[0]
+        if scheme not in ("memory", "redis", "rediss", "redis+unix"):
+            # the scheme only: the URI may hold a password
+            raise ValueError(f"PRECIS_RATE_LIMIT_STORAGE_URI: scheme {scheme!r} is not memory, redis or rediss")
+        if self.rate_limit_bytes_per_minute < self.max_request_bytes:
+            raise ValueError(
+                f"PRECIS_RATE_LIMIT_BYTES_PER_MINUTE ({self.rate_limit_bytes_per_minute}) is below "
+                f"PRECIS_MAX_REQUEST_BYTES ({self.max_request_bytes}): a body of the allowed size could never pass"
+            )
         return self
 
     def key_table(self) -> dict[str, str]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 
 from common.appstate import state_getter
 from common.problems import Problem
 from common.tokenization import TokenCounter
 from gateway.config import GatewaySettings, hash_key
-from gateway.ratelimit import TokenBucketLimiter
+from gateway.ratelimit import RateLimits
 from gateway.upstream import UpstreamClient
 
 
@@ -20,7 +20,7 @@ class State:
         self.upstream = upstream
         self.counter = counter
         self.keys = settings.key_table()
-        self.limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.limits = RateLimits(settings)
         # signs every internal call (gateway/proxy.py); the first key of a rotation list
         self.internal_key = settings.internal_token_keys()[0]
 
@@ -33,24 +33,20 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, "unauthorized", "Missing or invalid API key", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def tenant_of(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The tenant of the request's API key (401 without a known key), within its rate limit (429)."""
+async def tenant_of(request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The tenant of the request's API key (401 without a known key), within its request rate
+    (429). Failed authentications are counted per client address: past the limit every request
+    from there is 429, a right key included, so keys cannot be guessed at speed."""
+    limits = state.limits
+    await limits.refuse_if_auth_throttled(request)
     if not authorization or not authorization.lower().startswith("bearer "):
+        await limits.failed_auth_attempt(request)
         raise _unauthorized("send 'Authorization: Bearer <api key>'")
     tenant = state.keys.get(hash_key(authorization[7:].strip()))
     if tenant is None:
+        await limits.failed_auth_attempt(request)
         raise _unauthorized("the API key is not recognised")
-    wait = state.limiter.take(tenant)
-    if wait > 0:
-        raise Problem(
-            429,
-            "rate-limited",
-            "Too many requests",
-            f"tenant rate limit is {state.settings.rate_limit_per_minute} requests/minute "
-            f"(burst {state.settings.rate_limit_burst})",
-            headers={"Retry-After": str(max(1, int(wait + 0.999)))},
-            limit_per_minute=state.settings.rate_limit_per_minute,
-        )
+    await limits.charge(request, limits.requests, tenant)
     return tenant
 
 

@@ -7,7 +7,7 @@
 #   make images-base      only the Debian bookworm base image
 # Needs (Debian): apt-get install -y buildah podman mmdebstrap; and `make install` (the venv).
 # Heavy steps run under `nice`; unchanged images are skipped (inputs hash), see scripts/images/.
-IMAGES ?= service triton-cpu kafka postgres smtp-sink
+IMAGES ?= service triton-cpu kafka postgres smtp-sink redis
 SMOKE ?= 1
 
 .PHONY: images images-smoke images-base

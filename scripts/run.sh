@@ -18,7 +18,21 @@ PRECIS_INTERNAL_TOKEN_SECRET="${PRECIS_INTERNAL_TOKEN_SECRET:-$("$PY" -c 'import
 export PRECIS_INTERNAL_TOKEN_SECRET
 export PRECIS_TOKENIZER_PATH="${PRECIS_TOKENIZER_PATH:-$PRECIS_CACHE/tokenizer/smollm2-135m-instruct.tokenizer.json}"
 
-"$PRECIS_VENV/bin/honcho" start -f Procfile -d "$PRECIS_ROOT" &
+# The gateway's rate limits count in its own memory unless PRECIS_RATE_LIMIT_STORAGE_URI names a
+# Redis; one on this machine's $PRECIS_REDIS_PORT (redis://127.0.0.1:6379/0 by default) is started
+# here too (devstack/redis.py: loopback only, no persistence). `PRECIS_RATE_LIMIT_STORAGE_URI=redis`
+# is short for that one.
+procs=(kafka triton smtp realtime async worker notifier gateway)
+local_redis="redis://127.0.0.1:$PRECIS_REDIS_PORT/0"
+[ "${PRECIS_RATE_LIMIT_STORAGE_URI:-}" = redis ] && export PRECIS_RATE_LIMIT_STORAGE_URI="$local_redis"
+case "${PRECIS_RATE_LIMIT_STORAGE_URI:-}" in
+  redis://127.0.0.1:"$PRECIS_REDIS_PORT"|redis://127.0.0.1:"$PRECIS_REDIS_PORT"/*|redis://localhost:"$PRECIS_REDIS_PORT"|redis://localhost:"$PRECIS_REDIS_PORT"/*)
+    command -v redis-server >/dev/null || { log "redis-server is missing: apt-get install -y redis-server"; exit 1; }
+    log "rate limits in the local Redis on 127.0.0.1:$PRECIS_REDIS_PORT"
+    procs=(redis "${procs[@]}") ;;
+esac
+
+"$PRECIS_VENV/bin/honcho" start -f Procfile -d "$PRECIS_ROOT" "${procs[@]}" &
 sup=$!
 stop() { trap - INT TERM; log "stopping"; kill -TERM "$sup" 2>/dev/null || true; wait "$sup" 2>/dev/null || true; exit 0; }
 trap stop INT TERM

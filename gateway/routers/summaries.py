@@ -43,7 +43,17 @@ async def create_summary(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     require_json(request)
-    body = parse_summary_request(await read_limited_body(request, state.settings.max_request_bytes))
+    limit, limits = state.settings.max_request_bytes, state.limits
+    # The tenant's bytes per minute: a declared length is charged before the body is read (a
+    # tenant over its quota is refused unread), a chunked body once read (bounded by `limit`).
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= limit:
+        await limits.charge(request, limits.bytes, tenant, int(declared))
+        raw = await read_limited_body(request, limit)
+    else:
+        raw = await read_limited_body(request, limit)
+        await limits.charge(request, limits.bytes, tenant, len(raw))
+    body = parse_summary_request(raw)
     if await choose_mode(state, body) == Mode.realtime:
         return await to_realtime(state, body, tenant)
     return await to_async(state, request, body, tenant, idempotency_key)

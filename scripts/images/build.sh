@@ -2,7 +2,7 @@
 # Build the Précis images with buildah (no Docker engine, no container registry on this machine)
 # and export each one as a docker-archive that `ctr -n k8s.io images import` loads under its ref.
 #
-#   scripts/images/build.sh                    every image (service triton-cpu kafka postgres smtp-sink)
+#   scripts/images/build.sh                    every image (service triton-cpu kafka postgres smtp-sink redis)
 #   scripts/images/build.sh service kafka      a subset (make images IMAGES="service kafka")
 #
 # Per image, into $PRECIS_CACHE/images/:
@@ -89,6 +89,7 @@ recipe() {
       EXTRA_HASH="kafka-libs=$(cd "$CTX_DIR/kafka-libs" && hash_paths .)"
       INPUTS+=(scripts/kafka/log4j2.properties docker/kafka/entrypoint.sh) ;;
     postgres)  INPUTS+=(docker/postgres/entrypoint.sh) ;;
+    redis) ;;  # the Dockerfile alone (Debian's redis-server)
     smtp-sink)
       CONTEXTS=("pip-config=$CTX_DIR/pip-config")
       INPUTS+=(scripts/smtp_sink.py) ;;

@@ -18,6 +18,7 @@ IMAGE_VALUES = {
     "image.kafka": "kafka",
     "image.postgres": "postgres",
     "image.smtpSink": "smtp-sink",
+    "image.redis": "redis",
 }
 
 

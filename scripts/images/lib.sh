@@ -11,7 +11,7 @@ PY="${PY:-$PRECIS_VENV/bin/python}"
 IMAGES_DIR="$PRECIS_CACHE/images"
 APP_VERSION="${APP_VERSION:-0.1.0}"
 REGISTRY_PREFIX="${REGISTRY_PREFIX:-localhost/precis}"
-ALL_IMAGES=(service triton-cpu kafka postgres smtp-sink)
+ALL_IMAGES=(service triton-cpu kafka postgres smtp-sink redis)
 mkdir -p "$IMAGES_DIR"
 
 bah() { buildah --storage-driver vfs "$@"; }

@@ -330,6 +330,37 @@ PY
   pod rm -f -t 10 "$c" >/dev/null 2>&1 || true
 }
 
+# ----------------------------------------------------------------------------- redis
+smoke_redis() {  # as the chart runs it: read-only root, /data writable; a limits counter round trip
+  local img c
+  img="$(ensure_image redis)"
+  c="$(run_c redis "$img" --tmpfs /data:rw,mode=1777 -- \
+        --bind 127.0.0.1 --port 16379 --protected-mode no --save "" --appendonly no --dir /data)" \
+    || { fail redis "podman run"; return; }
+  if ! wait_tcp 16379 30 "$c"; then fail redis "port 16379 not open"; return; fi
+  if [[ "$(pod exec "$c" redis-cli -p 16379 ping 2>/dev/null)" == PONG ]] && "$PY" - <<'PY'
+import asyncio
+
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+
+
+async def main():
+    limiter = SlidingWindowCounterRateLimiter(storage_from_string("async+redis://127.0.0.1:16379/0"))
+    item = RateLimitItemPerMinute(2, namespace="smoke")
+    assert [await limiter.hit(item, "t") for _ in range(3)] == [True, True, False]
+
+asyncio.run(main())
+PY
+  then
+    if [[ "$(pod exec "$c" redis-cli -p 16379 config get save | tail -n 1)" == "" ]]; then
+      ok redis "PONG; the gateway's sliding-window counter (limits) allows 2 of 3; nothing persisted"
+    else logs_of "$c"; fail redis "persistence is on"; fi
+  else logs_of "$c"; fail redis; fi
+  pod rm -f -t 10 "$c" >/dev/null 2>&1 || true
+}
+
 # ----------------------------------------------------------------------------- main
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || read -r -a names <<<"${IMAGES:-${ALL_IMAGES[*]}}"
@@ -340,6 +371,7 @@ if want kafka || want service; then smoke_kafka; fi
 want service && smoke_service
 want postgres && smoke_postgres
 want smtp-sink && smoke_smtp
+want redis && smoke_redis
 want triton-cpu && smoke_triton
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   ilog "smoke: FAILED: ${FAILED[*]}"; exit 1

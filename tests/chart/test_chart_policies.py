@@ -209,7 +209,8 @@ def test_images_pinned_to_app_version(render, profile, helm):
 
 def test_image_digest_wins(render):
     digest = "sha256:" + "ab" * 32
-    r = render("default", "--set", f"image.service.digest={digest}")
+    # rateLimits.store=external: no bundled Redis, so every pod left runs the service image
+    r = render("default", "--set", f"image.service.digest={digest}", "--set", "rateLimits.store=external")
     imgs = {c["image"] for _, s in r.pod_specs() for c in containers(s) if c["name"] != "triton"}
     assert imgs == {f"ghcr.io/example/precis-service@{digest}"}
 

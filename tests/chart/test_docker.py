@@ -28,9 +28,17 @@ pytestmark = pytest.mark.chart
 DOCKER = REPO / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 # The images built on this machine (`make images`) and the GPU one built where NGC is reachable.
-LOCAL_IMAGES = ("service", "triton-cpu", "kafka", "postgres", "smtp-sink")
+LOCAL_IMAGES = ("service", "triton-cpu", "kafka", "postgres", "smtp-sink", "redis")
 PINNED_PUBLIC_BASE = re.compile(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}")
-USERS = {"service": 10001, "triton": 10002, "triton-cpu": 10002, "kafka": 10003, "postgres": 10004, "smtp-sink": 10005}
+USERS = {
+    "service": 10001,
+    "triton": 10002,
+    "triton-cpu": 10002,
+    "kafka": 10003,
+    "postgres": 10004,
+    "smtp-sink": 10005,
+    "redis": 10006,
+}
 
 
 def hadolint_bin() -> str | None:

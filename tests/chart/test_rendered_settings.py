@@ -46,6 +46,7 @@ SECRETS = {
     "kafka-sasl-password": "sasl-pass",
     "test-api-key": "k8s-test-key",
     "postgres-password": "s3cret",
+    "rate-limit-storage-uri": "rediss://:s3cret@redis.example.internal:6380/0",
 }
 
 

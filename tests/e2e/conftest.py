@@ -28,7 +28,7 @@ class Stack:
 
     def ports(self) -> list[int]:
         p = self.port_map
-        return [*p.services, p.triton_http, p.triton_grpc, p.triton_metrics, p.kafka, p.smtp]
+        return [*p.services, p.triton_http, p.triton_grpc, p.triton_metrics, p.kafka, p.smtp, p.of("PRECIS_REDIS_PORT")]
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.dev_key}"}
@@ -44,6 +44,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         PRECIS_READY_TIMEOUT="600",
         # async_svc's retention sweeper every second, so tests/e2e/test_listing.py sees it act
         PRECIS_RETENTION_SWEEP_INTERVAL_S="1",
+        # `make run` starts its local Redis for this, and the gateway's limits count there
+        PRECIS_RATE_LIMIT_STORAGE_URI="redis",
     )
     ports = StackPorts.allocate()  # every port free and this run's alone
     t0 = time.monotonic()

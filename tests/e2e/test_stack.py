@@ -163,3 +163,8 @@ def test_every_service_exposes_health_and_metrics(stack):
         assert httpx.get(f"{base}/readyz").status_code == 200
         m = httpx.get(f"{base}/metrics")
         assert m.status_code == 200 and "precis_http_request_duration_seconds" in m.text
+    # the gateway's rate limits count in the Redis `make run` started (PRECIS_RATE_LIMIT_STORAGE_URI=redis)
+    limits = httpx.get(f"{stack.url}/readyz").json()["rate_limits"]
+    assert (limits["storage"], limits["scope"], limits["store_reachable"]) == ("redis", "global", True)
+    r = httpx.get(f"{stack.url}/v1/summaries/not-a-job", headers=stack.auth())
+    assert r.status_code == 404 and int(r.headers["ratelimit-remaining"]) < int(r.headers["ratelimit-limit"])

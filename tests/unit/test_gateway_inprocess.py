@@ -322,15 +322,21 @@ async def test_auth_comes_before_content_type_and_size(gw: Gateway) -> None:
     assert_problem(r, 401, "unauthorized")
 
 
-async def test_over_the_tenant_rate_is_429_with_retry_after(counter: TokenCounter) -> None:
-    g = await make_gateway(counter, rate_limit_per_minute=1, rate_limit_burst=1)
+async def test_over_the_tenant_rate_is_429_with_ratelimit_headers(counter: TokenCounter) -> None:
+    g = await make_gateway(counter, rate_limit_per_minute=2)
     try:
-        assert (await post(g, {"text": SHORT})).status_code == 200
+        r = await post(g, {"text": SHORT})
+        assert r.status_code == 200
+        assert (r.headers["ratelimit-limit"], r.headers["ratelimit-remaining"]) == ("2", "1")
+        assert int(r.headers["ratelimit-reset"]) <= 60
+        assert (await post(g, {"text": SHORT})).headers["ratelimit-remaining"] == "0"
         r = await post(g, {"text": SHORT})
         doc = assert_problem(r, 429, "rate-limited")
-        assert doc["limit_per_minute"] == 1
-        assert "1 requests/minute (burst 1)" in doc["detail"]
-        assert int(r.headers["retry-after"]) >= 1
+        assert (doc["limit"], doc["limit_value"], doc["window_s"]) == ("requests", 2, 60)
+        assert "limit of 2 requests per minute" in doc["detail"]
+        assert r.headers["ratelimit-limit"] == "2" and r.headers["ratelimit-remaining"] == "0"
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert r.headers["retry-after"] == r.headers["ratelimit-reset"]
     finally:
         await g.client.aclose()
         await g.upstream.aclose()
@@ -534,10 +540,17 @@ async def test_healthz_and_readyz(gw: Gateway) -> None:
     r = await gw.client.get("/healthz")
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
     r = await gw.client.get("/readyz")
-    assert (r.status_code, r.json()) == (200, {"ready": True, "checks": {"realtime_svc": True, "async_svc": True}})
+    limits = {"storage": "memory", "scope": "per-replica", "store_reachable": True, "on_store_failure": "open"}
+    assert (r.status_code, r.json()) == (
+        200,
+        {"ready": True, "checks": {"realtime_svc": True, "async_svc": True}, "rate_limits": limits},
+    )
     gw.fakes.async_ready = False
     r = await gw.client.get("/readyz")
-    assert (r.status_code, r.json()) == (503, {"ready": False, "checks": {"realtime_svc": True, "async_svc": False}})
+    assert (r.status_code, r.json()) == (
+        503,
+        {"ready": False, "checks": {"realtime_svc": True, "async_svc": False}, "rate_limits": limits},
+    )
     gw.upstream.fail = UpstreamDown
     r = await gw.client.get("/readyz")
     assert (r.status_code, r.json()["checks"]) == (503, {"realtime_svc": False, "async_svc": False})

@@ -161,7 +161,7 @@ starttls: {{ $c.starttls }}
       "publicUrl" (list "PRECIS_PUBLIC_BASE_URL")
       "webhookGuard" (list "PRECIS_WEBHOOK_ALLOW_HOSTS" "PRECIS_WEBHOOK_ALLOW_CIDRS" "PRECIS_WEBHOOK_ALLOWED_PORTS") -}}
 {{- $own := dict
-      "gateway" (list "PRECIS_REALTIME_URL" "PRECIS_ASYNC_URL" "PRECIS_ROUTING_THRESHOLD_TOKENS")
+      "gateway" (include "precis.gatewayRateLimitKeys" $ctx | fromJsonArray | concat (list "PRECIS_REALTIME_URL" "PRECIS_ASYNC_URL" "PRECIS_ROUTING_THRESHOLD_TOKENS"))
       "realtime_svc" (list "PRECIS_REALTIME_MAX_INPUT_TOKENS" "PRECIS_REALTIME_DEADLINE_S")
       "async_svc" (list "PRECIS_MAX_DOCUMENT_BYTES")
       "worker" (list "PRECIS_CHUNK_TOKENS" "PRECIS_MAX_ATTEMPTS")
@@ -171,6 +171,14 @@ starttls: {{ $c.starttls }}
 {{- $keys = concat $keys (eq . "own" | ternary (get $own $.module) (get $byPiece .)) -}}
 {{- end -}}
 {{- toJson (dict "keys" (concat $keys (keys $ctx.Values.config.extra | sortAlpha))) -}}
+{{- end }}
+
+{{/* The gateway's rate-limit keys in the ConfigMap (configmap.yaml renders the same ones). */}}
+{{- define "precis.gatewayRateLimitKeys" -}}
+{{- $keys := list "PRECIS_RATE_LIMIT_PER_MINUTE" "PRECIS_RATE_LIMIT_BYTES_PER_MINUTE" "PRECIS_RATE_LIMIT_FAILED_AUTH_PER_MINUTE" "PRECIS_RATE_LIMIT_STORE_FAILURE" -}}
+{{- if .Values.rateLimits.trustedClientIpHeader }}{{ $keys = append $keys "PRECIS_TRUSTED_CLIENT_IP_HEADER" }}{{ end -}}
+{{- if eq .Values.rateLimits.store "bundled" }}{{ $keys = append $keys "PRECIS_RATE_LIMIT_STORAGE_URI" }}{{ end -}}
+{{- toJson $keys -}}
 {{- end }}
 
 {{/* env entries taking precis.configKeys from the ConfigMap; names the pod sets itself ("skip":
