@@ -275,7 +275,7 @@ def create_secret(c: Cluster, ns: str, api_key: str, pg_password: str, db_host: 
         "test-api-key": api_key,
         "database-url": f"postgresql+asyncpg://precis:{pg_password}@{db_host}:5432/precis",
         "postgres-password": pg_password,
-        "webhook-secret": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "webhook-secrets": json.dumps({"e2e": ["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()]}),
         "internal-token-secret": secrets.token_urlsafe(32),
     }
     c.core.create_namespaced_secret(

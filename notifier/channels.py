@@ -1,18 +1,21 @@
-"""Delivery channels: email (aiosmtplib) and Standard Webhooks (httpx, HMAC-SHA256 signature)."""
+"""Delivery channels: email (aiosmtplib) and Standard Webhooks (httpx; signed by the
+``standardwebhooks`` library, one signature per secret of the tenant)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import asyncio
 import json
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
 
 import aiosmtplib
 import httpx
+from pydantic import SecretStr
+from standardwebhooks import Webhook
 
 from common.schemas import JobStatus
 from common.webhook_url import Resolver, pinned_request_args, resolve_checked
@@ -54,11 +57,17 @@ async def send_email(s: NotifierSettings, msg: EmailMessage) -> None:
     )
 
 
-def sign_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """Standard Webhooks v1 signature: base64(HMAC-SHA256(key, f"{id}.{ts}.{body}"))."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+def sign_webhook(secrets: Sequence[SecretStr | str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value: ``v1,<sig>`` per secret, space separated
+    (the spec's multi-signature form: a receiver accepts if any one verifies, which is how a secret
+    is rotated). Signed by the ``standardwebhooks`` reference library."""
+    if not secrets:
+        raise ValueError("no signing secret")
+    at = datetime.fromtimestamp(timestamp, tz=UTC)
+    data = body.decode()
+    return " ".join(
+        Webhook(sec.get_secret_value() if isinstance(sec, SecretStr) else sec).sign(msg_id, at, data) for sec in secrets
+    )
 
 
 def webhook_payload(event_type: str, job: dict[str, Any]) -> bytes:
@@ -68,33 +77,53 @@ def webhook_payload(event_type: str, job: dict[str, Any]) -> bytes:
     ).encode()
 
 
+class WebhookStatusError(Exception):
+    """The receiver answered, but not with 2xx (retried on the schedule)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"receiver answered HTTP {status}")
+        self.status = status
+
+
 async def send_webhook(
     s: NotifierSettings,
     http: httpx.AsyncClient,
     url: str,
     event_id: str,
     body: bytes,
+    secrets: Sequence[SecretStr],
     resolver: Resolver | None = None,
-) -> None:
+) -> int:
     """Checks the URL again (WebhookUrlError: not retried), resolves it, refuses it if any address
-    is forbidden, and posts to the checked address (pinned: no second lookup), no redirects."""
-    checked, ip = await resolve_checked(url, s.webhook_policy, resolver)
-    target, pin_headers, extensions = pinned_request_args(checked, ip)
-    ts = int(time.time())
-    headers = {
-        **pin_headers,
-        "content-type": "application/json",
-        "webhook-id": event_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": sign_webhook(s.webhook_secret.get_secret_value(), event_id, ts, body),
-    }
-    resp = await http.post(
-        target,
-        content=body,
-        headers=headers,
-        timeout=s.webhook_timeout_s,
-        follow_redirects=False,
-        extensions=extensions,
-    )
-    if resp.status_code >= 300:
-        raise httpx.HTTPStatusError(f"webhook answered {resp.status_code}", request=resp.request, response=resp)
+    is forbidden, and posts to the checked address (pinned: no second lookup), no redirects.
+
+    The whole call (lookup included) runs under one ``webhook_timeout_s`` deadline: httpx's own
+    timeouts are per phase (a receiver trickling a byte a second never trips them). The answer is
+    streamed and at most ``webhook_max_response_bytes`` of it read: only the status matters.
+    Returns the status; raises WebhookStatusError for a non-2xx one, TimeoutError past the deadline."""
+    async with asyncio.timeout(s.webhook_timeout_s):
+        checked, ip = await resolve_checked(url, s.webhook_policy, resolver)
+        target, pin_headers, extensions = pinned_request_args(checked, ip)
+        ts = int(time.time())
+        headers = {
+            **pin_headers,
+            "content-type": "application/json",
+            "webhook-id": event_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign_webhook(secrets, event_id, ts, body),
+        }
+        request = http.build_request(
+            "POST", target, content=body, headers=headers, timeout=s.webhook_timeout_s, extensions=extensions
+        )
+        resp = await http.send(request, stream=True, follow_redirects=False)
+        try:
+            read = 0
+            async for chunk in resp.aiter_raw():
+                read += len(chunk)
+                if read >= s.webhook_max_response_bytes:
+                    break  # enough: the rest is never read (the connection is closed below)
+        finally:
+            await resp.aclose()
+    if not 200 <= resp.status_code < 300:
+        raise WebhookStatusError(resp.status_code)
+    return resp.status_code

@@ -24,7 +24,7 @@ SECRET_ENV = {
     "PRECIS_DATABASE_URL",
     "PRECIS_SMTP_USERNAME",
     "PRECIS_SMTP_PASSWORD",
-    "PRECIS_WEBHOOK_SECRET",
+    "PRECIS_WEBHOOK_SECRETS",
     "PRECIS_KAFKA_SASL_PASSWORD",
     "PRECIS_TEST_API_KEY",
 }
@@ -281,7 +281,7 @@ def test_secrets_only_by_reference(render, profile):
         "PRECIS_API_KEYS",
         "PRECIS_DATABASE_URL",
         "PRECIS_SMTP_PASSWORD",
-        "PRECIS_WEBHOOK_SECRET",
+        "PRECIS_WEBHOOK_SECRETS",
         "PRECIS_TEST_API_KEY",
     } <= seen
     for cm in r.kind("ConfigMap"):
@@ -321,7 +321,7 @@ def test_secret_key_wiring_per_service(render):
     assert keys("async")["PRECIS_DATABASE_URL"] == "database-url"
     n = keys("notifier")
     assert n["PRECIS_SMTP_USERNAME"] == "smtp-username" and n["PRECIS_SMTP_PASSWORD"] == "smtp-password"
-    assert n["PRECIS_WEBHOOK_SECRET"] == "webhook-secret"
+    assert n["PRECIS_WEBHOOK_SECRETS"] == "webhook-secrets"
     assert keys("worker")["PRECIS_KAFKA_SASL_PASSWORD"] == "kafka-sasl-password"
     # the gateway signs its internal calls with the key realtime_svc and async_svc verify
     for comp in ("gateway", "realtime", "async"):

@@ -41,7 +41,7 @@ SECRETS = {
     "database-url": "postgresql+asyncpg://precis:s3cret@db.example.internal:5432/precis",
     "smtp-username": "mailer",
     "smtp-password": "mail-pass",
-    "webhook-secret": "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw==",
+    "webhook-secrets": json.dumps({"tenant-a": ["whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="]}),
     "internal-token-secret": "stand-in-internal-token-secret-of-40-chars",
     "kafka-sasl-password": "sasl-pass",
     "test-api-key": "k8s-test-key",

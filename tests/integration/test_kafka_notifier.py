@@ -7,6 +7,7 @@ import base64
 import email
 import hashlib
 import hmac
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -140,7 +141,10 @@ async def test_signed_webhook_delivered_and_verifiable(db, unused_tcp_port_facto
         async with httpx.AsyncClient() as http:
             # the local receiver is a private address: admitted by the operator allowlist only
             s = NotifierSettings(
-                webhook_secret=secret, env="test", webhook_allow_cidrs=["127.0.0.1/32"], webhook_allowed_ports=[port]
+                webhook_secrets=json.dumps({"t": [secret]}),
+                env="test",
+                webhook_allow_cidrs=["127.0.0.1/32"],
+                webhook_allowed_ports=[port],
             )
             n = Notifier(s, db, http)
             await n.handle(_event(job.id))

@@ -9,6 +9,7 @@ free one and its dependencies point at 127.0.0.1:1, and the test fails on its ti
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -66,14 +67,17 @@ def test_no_mode_refuses_to_start_and_says_what_to_set(module, value, tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
+# the notifier's per-tenant webhook secrets (JSON; the braces are str.format's escapes)
+WH_SECRETS = '{{"acme": ["{secret}"]}}'
+
 # (module, env with a bad setting next to the secrets, the setting the message must name)
 # {secret} is the secret under test; the other secrets of the env are filled in too.
 BAD = [
     # the secret itself is malformed
-    ("notifier", {"PRECIS_WEBHOOK_SECRET": "{secret}"}, "PRECIS_WEBHOOK_SECRET must look like whsec_"),
+    ("notifier", {"PRECIS_WEBHOOK_SECRETS": WH_SECRETS}, "PRECIS_WEBHOOK_SECRETS['acme'][0] must look like whsec_"),
     ("gateway", {"PRECIS_API_KEYS": '{{"{secret}": '}, "PRECIS_API_KEYS is not valid JSON"),
     # another setting is bad: the error used to quote the whole env, secrets included
-    ("notifier", {"PRECIS_WEBHOOK_SECRET": "{secret}", "PRECIS_DATABASE_URL": "sqlite:///x.db"}, "PRECIS_DATABASE_URL"),
+    ("notifier", {"PRECIS_WEBHOOK_SECRETS": WH_SECRETS, "PRECIS_DATABASE_URL": "sqlite:///x.db"}, "PRECIS_DATABASE_URL"),
     ("async_svc", {"PRECIS_DATABASE_URL": PG, "PRECIS_FAULT_INJECT": "crash_before_commit"}, "PRECIS_FAULT_INJECT"),
     ("worker", {"PRECIS_DATABASE_URL": PG, "PRECIS_MAX_ATTEMPTS": "0"}, "PRECIS_MAX_ATTEMPTS"),
     (
@@ -111,7 +115,9 @@ def test_validation_errors_carry_no_input():
 
     secret = token()
     with pytest.raises(ValidationError) as info:
-        NotifierSettings(env="production", database_url=PG.format(pw=secret), webhook_secret=secret)
-    assert "PRECIS_WEBHOOK_SECRET must look like whsec_" in str(info.value)
+        NotifierSettings(
+            env="production", database_url=PG.format(pw=secret), webhook_secrets=json.dumps({"acme": [secret]})
+        )
+    assert "PRECIS_WEBHOOK_SECRETS['acme'][0] must look like whsec_" in str(info.value)
     assert "input_value" not in str(info.value)
     assert_no_secret(str(info.value) + repr(info.value), secret)

@@ -26,7 +26,7 @@ from common.settings import (
     load_settings,
 )
 from gateway.config import DEFAULT_DEV_API_KEY, GatewaySettings, hash_key
-from notifier.config import DEFAULT_WEBHOOK_SECRET, NotifierSettings
+from notifier.config import DEFAULT_WEBHOOK_SECRET, NotifierSettings, dev_webhook_secret
 from realtime_svc.config import RealtimeSettings
 from worker.config import WorkerSettings
 
@@ -59,7 +59,7 @@ PRODUCTION_ENV: dict[type[PrecisSettings], dict[str, str]] = {
     RealtimeSettings: {"PRECIS_INTERNAL_TOKEN_SECRET": INTERNAL},
     AsyncSettings: {"PRECIS_DATABASE_URL": PG, "PRECIS_INTERNAL_TOKEN_SECRET": INTERNAL},
     WorkerSettings: {"PRECIS_DATABASE_URL": PG},
-    NotifierSettings: {"PRECIS_DATABASE_URL": PG, "PRECIS_WEBHOOK_SECRET": WEBHOOK},
+    NotifierSettings: {"PRECIS_DATABASE_URL": PG, "PRECIS_WEBHOOK_SECRETS": json.dumps({"acme": [WEBHOOK]})},
 }
 
 
@@ -178,13 +178,14 @@ def test_gateway_refuses_no_api_keys_outside_local_mode(monkeypatch):
 def test_default_webhook_secret_refused_outside_local_mode(monkeypatch):
     monkeypatch.setenv("PRECIS_ENV", "production")
     monkeypatch.setenv("PRECIS_DATABASE_URL", PG)
-    with pytest.raises(ValidationError, match="PRECIS_WEBHOOK_SECRET still has its default value"):
-        NotifierSettings()
-    monkeypatch.setenv("PRECIS_WEBHOOK_SECRET", DEFAULT_WEBHOOK_SECRET)
-    with pytest.raises(ValidationError, match="PRECIS_WEBHOOK_SECRET still has its default value"):
-        NotifierSettings()
-    monkeypatch.setenv("PRECIS_WEBHOOK_SECRET", WEBHOOK)
-    assert NotifierSettings().webhook_secret.get_secret_value() == WEBHOOK
+    # no secrets configured: the notifier starts, and refuses to sign for any tenant
+    assert NotifierSettings().webhook_secrets_for("acme") == ()
+    for published in (DEFAULT_WEBHOOK_SECRET, dev_webhook_secret("acme")):
+        monkeypatch.setenv("PRECIS_WEBHOOK_SECRETS", json.dumps({"acme": [published]}))
+        with pytest.raises(ValidationError, match="is a published dev secret"):
+            NotifierSettings()
+    monkeypatch.setenv("PRECIS_WEBHOOK_SECRETS", json.dumps({"acme": [WEBHOOK]}))
+    assert [x.get_secret_value() for x in NotifierSettings().webhook_secrets_for("acme")] == [WEBHOOK]
 
 
 def test_fault_injection_refused_outside_local_mode(monkeypatch):

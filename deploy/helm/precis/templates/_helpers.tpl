@@ -165,7 +165,7 @@ starttls: {{ $c.starttls }}
       "realtime_svc" (list "PRECIS_REALTIME_MAX_INPUT_TOKENS" "PRECIS_REALTIME_DEADLINE_S")
       "async_svc" (list "PRECIS_MAX_DOCUMENT_BYTES")
       "worker" (list "PRECIS_CHUNK_TOKENS" "PRECIS_MAX_ATTEMPTS")
-      "notifier" (list "PRECIS_SMTP_HOST" "PRECIS_SMTP_PORT" "PRECIS_SMTP_STARTTLS" "PRECIS_SMTP_FROM") -}}
+      "notifier" (list "PRECIS_SMTP_HOST" "PRECIS_SMTP_PORT" "PRECIS_SMTP_STARTTLS" "PRECIS_SMTP_FROM" "PRECIS_NOTIFY_CONCURRENCY" "PRECIS_WEBHOOK_TIMEOUT_S" "PRECIS_WEBHOOK_RETRY_SCHEDULE_S" "PRECIS_EMAIL_RETRY_SCHEDULE_S") -}}
 {{- $keys := list "PRECIS_ENV" "PRECIS_LOG_LEVEL" -}}
 {{- range (include "precis.settingsPieces" . | fromJsonArray) -}}
 {{- $keys = concat $keys (eq . "own" | ternary (get $own $.module) (get $byPiece .)) -}}
