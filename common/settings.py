@@ -33,7 +33,6 @@ service or tool uses it (``python -m common.migrate`` reads :class:`StoreSetting
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
@@ -125,13 +124,13 @@ def settings_error_message(exc: ValidationError | SettingsError, title: str = "s
     return "\n".join(lines)
 
 
-def load_settings(factory: Callable[[], S]) -> S:
+def load_settings(cls: type[S]) -> S:
     """Build a process's settings at start-up. A bad or missing setting exits the process (status
     1) with :func:`settings_error_message` on stderr: no traceback, no value."""
     try:
-        return factory()
+        return cls()  # the fields come from the environment (PRECIS_*)
     except (ValidationError, SettingsError) as exc:
-        title = getattr(factory, "__name__", "settings")
+        title = getattr(cls, "__name__", "settings")
         raise SystemExit(settings_error_message(exc, title)) from None
 
 

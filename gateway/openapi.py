@@ -34,7 +34,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common.problems import PROBLEM_JSON, ProblemDetails, type_uri
-from common.schemas import MAX_METADATA_BYTES, MAX_SUMMARY_TOKENS, MAX_TEXT_BYTES, SummaryRequest
+from common.schemas import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    MAX_METADATA_BYTES,
+    MAX_SUMMARY_TOKENS,
+    MAX_TEXT_BYTES,
+    SummaryRequest,
+)
 
 REF = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearerAuth"
@@ -62,6 +69,27 @@ HEADERS: dict[str, dict[str, Any]] = {
         "description": "The job's URL (absolute under PRECIS_PUBLIC_BASE_URL or for a local Host, else relative).",
         "schema": {"type": "string", "format": "uri-reference"},
         "example": f"http://localhost:8080{EXAMPLE_JOB_PATH}",
+    },
+    # IETF draft-ietf-httpapi-ratelimit-headers, on every authenticated answer (gateway/ratelimit.py)
+    "RateLimit-Limit": {
+        "description": "The limit closest to exhaustion (requests or body bytes per window).",
+        "schema": {"type": "integer", "minimum": 1},
+        "example": 600,
+    },
+    "RateLimit-Remaining": {
+        "description": "What is left of that limit in the current window.",
+        "schema": {"type": "integer", "minimum": 0},
+        "example": 0,
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until that limit frees up.",
+        "schema": {"type": "integer", "minimum": 0},
+        "example": 12,
+    },
+    "RateLimit-Policy": {
+        "description": 'Every limit on this tenant: `<limit>;w=<window s>;name="<quota>"`, comma-separated.',
+        "schema": {"type": "string"},
+        "example": '600;w=60;name="requests", 100000000;w=60;name="bytes"',
     },
     "Idempotent-Replayed": {
         "description": "`true` when this 202 replays the job first created with this Idempotency-Key.",
@@ -93,10 +121,49 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "rate-limited": ProblemType(
         429,
         "Too many requests",
-        "the tenant's request rate is used up; retry after `Retry-After` seconds",
-        "tenant rate limit is 600 requests/minute (burst 100)",
-        {"limit_per_minute": 600},
+        "the tenant's requests or body bytes per minute are used up, or this client address failed "
+        "authentication too often; `limit` names which; retry after `Retry-After` seconds",
+        "tenant limit of 600 requests per minute reached; retry in 12 s",
+        {"limit": "requests", "limit_value": 600, "limit_unit": "requests", "window_s": 60, "retry_after_s": 12},
+        headers=("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"),
+    ),
+    "rate-limit-store-unavailable": ProblemType(
+        503,
+        "Service unavailable",
+        "the store the gateway counts rate limits in is unreachable and the operator chose to refuse "
+        "rather than count per replica",
+        "the rate-limit store cannot be reached; retry later",
         headers=("Retry-After",),
+    ),
+    "quota-exceeded": ProblemType(
+        429,
+        "Tenant quota exceeded",
+        "the tenant holds as many unfinished jobs, stored jobs or stored document bytes as its quota "
+        "allows; `quota` names which",
+        "quota active_jobs is 20 jobs per tenant and this tenant holds 20; wait for a job to finish or cancel one",
+        {"quota": "active_jobs", "limit": 20, "current": 20},
+        headers=("Retry-After",),
+    ),
+    "invalid-cursor": ProblemType(
+        422,
+        "Invalid cursor",
+        "`cursor` is not a `next_cursor` this API issued",
+        "cursor: not a cursor this API issued; pass back the next_cursor of a previous page unchanged, "
+        "or omit it for the first page",
+    ),
+    "job-expired": ProblemType(
+        410,
+        "Job expired",
+        "the job finished more than the retention period ago: its document and summary were deleted",
+        f"job {EXAMPLE_JOB_ID} expired at 2025-02-06T10:02:40+00:00: its document and summary were "
+        "deleted after the retention period",
+        {"expired_at": "2025-02-06T10:02:40+00:00"},
+    ),
+    "upstream-refused": ProblemType(
+        502,
+        "Bad gateway",
+        "an internal service refused the gateway's own credentials (a configuration fault, logged)",
+        "an internal service refused the call; retry later",
     ),
     "unsupported-media-type": ProblemType(
         415,
@@ -213,13 +280,14 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
 }
 
 # What every operation behind the API key can answer before it runs.
-AUTH = ("unauthorized", "rate-limited")
+AUTH = ("unauthorized", "rate-limited", "rate-limit-store-unavailable", "upstream-refused")
 UNEXPECTED = ("internal-error",)
 
 STATUS_DESCRIPTIONS = {
     401: "Unauthorized",
     404: "Not found",
     409: "Conflict",
+    410: "Gone",
     413: "Content too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
@@ -288,6 +356,7 @@ OPERATIONS: dict[str, Operation] = {
             "validation-error",
             "invalid-model-input",
             "idempotency-key-reused",
+            "quota-exceeded",
             "model-error",
             "model-overloaded",
             "model-unavailable",
@@ -348,6 +417,35 @@ OPERATIONS: dict[str, Operation] = {
             ),
         },
     ),
+    "list_summaries": Operation(
+        tag="summaries",
+        summary="List the caller's summary jobs, newest first, a page at a time",
+        description=(
+            "Only the caller's tenant's async jobs. Follow `next_cursor` (opaque; `null` on the last page) "
+            "for older jobs: pages stay stable while new jobs are added (keyset pagination). Filter by "
+            f"`status` and `created_after`; `limit` 1–{MAX_LIST_LIMIT} ({DEFAULT_LIST_LIMIT} by default). "
+            "Expired jobs are listed as "
+            "tombstones (`expired_at` set, no summary)."
+        ),
+        errors=(*AUTH, "validation-error", "invalid-cursor", "upstream-unavailable", *UNEXPECTED),
+        example_path="/v1/summaries",
+        responses={
+            200: (
+                "One page of jobs.",
+                {
+                    "page": {
+                        "summary": "A page with more to follow",
+                        "value": {
+                            "items": [{**_JOB_RUNNING, "id": "9d2b7c1e-6a4f-4c3b-8e5d-2f1a0b9c8d7e"}, _JOB_SUCCEEDED],
+                            "next_cursor": "eyJ2IjoxLCJjIjoiMjAyNS0wMS0wN1QxMDowMDowMCswMDowMCJ9",
+                        },
+                    },
+                    "last": {"summary": "The last page", "value": {"items": [], "next_cursor": None}},
+                },
+                (),
+            )
+        },
+    ),
     "get_summary": Operation(
         tag="summaries",
         summary="Read a summary job: status, progress, and its summary once succeeded",
@@ -355,7 +453,7 @@ OPERATIONS: dict[str, Operation] = {
             "Poll until `status` is terminal (`succeeded`, `failed`, `cancelled`). `progress` counts the "
             "document's chunks. Another tenant's job is the same 404 as an unknown id."
         ),
-        errors=(*AUTH, "not-found", "upstream-unavailable", *UNEXPECTED),
+        errors=(*AUTH, "not-found", "job-expired", "upstream-unavailable", *UNEXPECTED),
         example_path=EXAMPLE_JOB_PATH,
         responses={
             200: (

@@ -34,9 +34,7 @@ def _tenants(n_partitions: int = 6) -> tuple[str, str]:
 
 
 def _submit(stack: FaultStack, tenant: str, text: str) -> str:
-    r = stack.http.post(
-        "/internal/jobs", json={"text": text, "max_summary_tokens": 16}, auth=stack.as_tenant(tenant)
-    )
+    r = stack.http.post("/internal/jobs", json={"text": text, "max_summary_tokens": 16}, auth=stack.as_tenant(tenant))
     assert r.status_code == 202, r.text
     return r.json()["id"]
 

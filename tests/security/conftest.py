@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# The live `make run` stack of the e2e suite (a session fixture), for the probes through the
+# gateway (test_tenancy_live.py, test_rate_limits.py...).
+from tests.e2e.conftest import stack  # noqa: F401
+
 _HERE = Path(__file__).parent
 
 

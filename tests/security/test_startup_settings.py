@@ -74,10 +74,14 @@ WH_SECRETS = '{{"acme": ["{secret}"]}}'
 # {secret} is the secret under test; the other secrets of the env are filled in too.
 BAD = [
     # the secret itself is malformed
-    ("notifier", {"PRECIS_WEBHOOK_SECRETS": WH_SECRETS}, "PRECIS_WEBHOOK_SECRETS['acme'][0] must look like whsec_"),
+    ("notifier", {"PRECIS_WEBHOOK_SECRETS": WH_SECRETS}, "PRECIS_WEBHOOK_SECRETS['acme'][0] must look like"),
     ("gateway", {"PRECIS_API_KEYS": '{{"{secret}": '}, "PRECIS_API_KEYS is not valid JSON"),
     # another setting is bad: the error used to quote the whole env, secrets included
-    ("notifier", {"PRECIS_WEBHOOK_SECRETS": WH_SECRETS, "PRECIS_DATABASE_URL": "sqlite:///x.db"}, "PRECIS_DATABASE_URL"),
+    (
+        "notifier",
+        {"PRECIS_WEBHOOK_SECRETS": WH_SECRETS, "PRECIS_DATABASE_URL": "sqlite:///x.db"},
+        "PRECIS_DATABASE_URL",
+    ),
     ("async_svc", {"PRECIS_DATABASE_URL": PG, "PRECIS_FAULT_INJECT": "crash_before_commit"}, "PRECIS_FAULT_INJECT"),
     ("worker", {"PRECIS_DATABASE_URL": PG, "PRECIS_MAX_ATTEMPTS": "0"}, "PRECIS_MAX_ATTEMPTS"),
     (

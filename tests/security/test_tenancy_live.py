@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.asserts import assert_problem
-from tests.e2e.conftest import Stack, stack  # noqa: F401  (the live stack, a session fixture)
+from tests.e2e.conftest import Stack  # the `stack` fixture: tests/security/conftest.py
 
 SHORT = "The council voted to close the bridge for repairs next spring, after a long debate."
 EVIL = "evil.example"

@@ -15,7 +15,6 @@ def internal_secret(monkeypatch):
     monkeypatch.setenv("PRECIS_INTERNAL_TOKEN_SECRET", "an-internal-token-secret-for-the-tests-0001")
 
 
-
 def _limits(**extra: object) -> RateLimits:
     return RateLimits(GatewaySettings(env="test", **extra))  # type: ignore[arg-type]
 
