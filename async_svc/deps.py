@@ -12,6 +12,7 @@ from async_svc.intake import GroupCommitter
 from common.appstate import state_getter
 from common.internal_auth import verify_request
 from common.outbox import OutboxRelay
+from common.schemas import IDEMPOTENCY_KEY_PATTERN
 from common.store import Database
 
 
@@ -35,4 +36,7 @@ async def verified_tenant(request: Request, state: StateDep) -> str:
 
 
 TenantDep = Annotated[str, Depends(verified_tenant)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+# the gateway's rule (gateway/deps.py); checked again here, where the key is stored
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN)
+]

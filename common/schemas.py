@@ -19,6 +19,12 @@ DEFAULT_ASYNC_SUMMARY_TOKENS = 256
 MAX_METADATA_BYTES = 4096
 
 
+# The Idempotency-Key header: printable ASCII without leading or trailing spaces, 1-255 characters
+# (the IETF draft's key is a structured-field string). An empty or non-ASCII key used to get
+# through, and once re-sent by the gateway no longer matched what its internal token was signed for.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
+
+
 class Mode(StrEnum):
     auto = "auto"
     realtime = "realtime"

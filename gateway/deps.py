@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from common.appstate import state_getter
 from common.problems import Problem
+from common.schemas import IDEMPOTENCY_KEY_PATTERN
 from common.tokenization import TokenCounter
 from gateway.config import GatewaySettings, hash_key
 from gateway.ratelimit import RateLimits
@@ -51,4 +52,13 @@ async def tenant_of(request: Request, state: StateDep, authorization: Annotated[
 
 
 TenantDep = Annotated[str, Depends(tenant_of)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Printable ASCII, 1-255 characters: a retry with the same key and body returns the same job.",
+    ),
+]

@@ -43,6 +43,7 @@ async def signed(
     """The headers of one internal call: the gateway's token for exactly this request (tenant,
     service, method, path, body, Idempotency-Key; common/internal_auth.py), and the key. A large
     body is hashed off the event loop (body_digest_async)."""
+    idempotency_key = idempotency_key or None  # the header goes only when set: sign what is sent
     token = sign(
         state.internal_key,
         tenant=tenant,

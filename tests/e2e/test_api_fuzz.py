@@ -48,8 +48,8 @@ EXAMPLES = 25  # per operation and generation mode
 
 def keep_local(body: object) -> None:
     """For a valid body: fuzz the envelope, not the generation length (keep the real model's work
-    small), and send no webhook: the notifier would call whatever host the fuzzer made up (tests
-    reach loopback only). An invalid body is sent as generated: it never becomes a job (422)."""
+    small), and send no webhook: the notifier would resolve and call whatever host the fuzzer
+    made up (tests reach this machine only; a DNS query would already leave it)."""
     if not isinstance(body, dict):
         return
     if isinstance(body.get("text"), str):
@@ -57,6 +57,16 @@ def keep_local(body: object) -> None:
     notify = body.get("notify")
     if isinstance(notify, dict):
         notify.pop("webhook_url", None)
+
+
+def no_outside_webhook(body: object) -> None:
+    """For an invalid body: a generated webhook URL becomes one the submit-time check refuses
+    without DNS (a loopback literal), so the body stays invalid and, should the mutation that made
+    it invalid be one the API accepts, the job still names no outside host. A fuzz run once left
+    jobs whose notifier looked up made-up names."""
+    notify = body.get("notify") if isinstance(body, dict) else None
+    if isinstance(notify, dict) and isinstance(notify.get("webhook_url"), str):
+        notify["webhook_url"] = "https://127.0.0.1/fuzz"
 
 
 def test_every_operation_conforms_to_the_document(stack):
@@ -79,6 +89,8 @@ def test_every_operation_conforms_to_the_document(stack):
         def check(case) -> None:
             if mode is GenerationMode.POSITIVE:
                 keep_local(case.body)
+            else:
+                no_outside_webhook(case.body)
             response = case.call(headers=auth, timeout=120)
             seen[(f"{case.method} {case.operation.path}", mode.value, response.status_code)] += 1
             case.validate_response(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import update
+from sqlalchemy.orm import undefer
 
 from common.store import Database, Job
 
@@ -112,7 +113,8 @@ def _row(stack, job_id: str) -> Job:
         db = Database(f"sqlite+aiosqlite:///{stack.var / 'precis.db'}")
         try:
             async with db.session() as s:
-                job = await s.get(Job, job_id)
+                # Job.document is deferred (common/store/models.py): load it here, the test reads it
+                job = await s.get(Job, job_id, options=[undefer(Job.document)])
                 assert job is not None
                 return job
         finally:
