@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from async_svc.config import get_settings
 from async_svc.deps import State
 from async_svc.intake import GroupCommitter
-from async_svc.routers import health, jobs
+from async_svc.routers import health, jobs, throughput
 from common import kafka
 from common.appstate import service_app, set_state
 from common.logs import setup_logging
@@ -82,7 +82,7 @@ def _fault_hook(mode: str) -> Callable[[str], None] | None:
 
 
 def create_app() -> FastAPI:
-    return service_app("async_svc", "Précis async_svc", lifespan, [jobs.router, health.router])
+    return service_app("async_svc", "Précis async_svc", lifespan, [jobs.router, throughput.router, health.router])
 
 
 app = create_app()

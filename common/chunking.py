@@ -69,23 +69,116 @@ def chunk_text(text: str, tokenizer: Tokenizer, budget: int) -> list[str]:
     return pack(units, budget)
 
 
-def pack(units: Sequence[tuple[str, int]], budget: int, joiner: str = "") -> list[str]:
-    """Greedy packing of (text, tokens) units into groups of at most ``budget`` tokens."""
-    chunks: list[str] = []
-    cur: list[str] = []
-    cur_n = 0
-    for s, n in units:
+def pack_sizes(counts: Sequence[int], budget: int) -> list[int]:
+    """Greedy packing of units of ``counts`` tokens, in order, into groups of at most ``budget``
+    tokens (a unit over the budget gets a group of its own): how many units each group takes.
+
+    Pure (counts in, sizes out), so the worker's grouping of real texts and the dry-run estimate
+    (:func:`plan_map_reduce`, with assumed counts) are the same computation."""
+    sizes: list[int] = []
+    cur = cur_n = 0
+    for n in counts:
         if cur and cur_n + n > budget:
-            chunks.append(joiner.join(cur).strip())
-            cur, cur_n = [], 0
-        cur.append(s)
+            sizes.append(cur)
+            cur = cur_n = 0
+        cur += 1
         cur_n += n
     if cur:
-        chunks.append(joiner.join(cur).strip())
-    return [c for c in chunks if c]
+        sizes.append(cur)
+    return sizes
+
+
+def _join(texts: Sequence[str], sizes: Sequence[int], joiner: str = "") -> list[str]:
+    out, i = [], 0
+    for k in sizes:
+        out.append(joiner.join(texts[i : i + k]).strip())
+        i += k
+    return out
+
+
+def pack(units: Sequence[tuple[str, int]], budget: int, joiner: str = "") -> list[str]:
+    """Greedy packing of (text, tokens) units into groups of at most ``budget`` tokens."""
+    sizes = pack_sizes([n for _, n in units], budget)
+    return [c for c in _join([s for s, _ in units], sizes, joiner) if c]
+
+
+# ---- the reduce's shape --------------------------------------------------------------------
+
+# Each summary enters a reduce input followed by a blank line ("\n\n"), counted as one token.
+REDUCE_SEPARATOR_TOKENS = 1
+# Reduce levels a job may take; past this the summaries are not shrinking and the job fails.
+MAX_REDUCE_LEVELS = 12
+
+
+class ReduceDidNotConverge(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__("reduce did not converge (summaries are not shrinking)")
+
+
+def reduce_fan_in(counts: Sequence[int], budget: int) -> list[int]:
+    """How many consecutive summaries (of ``counts`` tokens each) go into each reduce input of at
+    most ``budget`` tokens."""
+    return pack_sizes([n + REDUCE_SEPARATOR_TOKENS for n in counts], budget)
+
+
+def join_for_reduce(summaries: Sequence[str], fan_in: Sequence[int]) -> list[str]:
+    """The reduce inputs: each group of ``fan_in`` consecutive summaries, a blank line after each."""
+    return _join([s.strip() + "\n\n" for s in summaries], fan_in)
 
 
 def group_for_reduce(summaries: list[str], count: Callable[[list[str]], list[int]], budget: int) -> list[str]:
     """Join chunk summaries into reduce inputs that each fit ``budget`` tokens."""
-    counts = count(summaries)
-    return pack([(s.strip() + "\n\n", n + 1) for s, n in zip(summaries, counts, strict=True)], budget)
+    return join_for_reduce(summaries, reduce_fan_in(count(summaries), budget))
+
+
+class ReducePlan:
+    """The map-reduce's levels and its planned model calls (a job's ``chunks_total``), one owner
+    for both the worker (worker/mapreduce.py, fed the token counts of each level's real
+    summaries) and the dry-run estimate (:func:`plan_map_reduce`, fed the summary budget).
+
+    Level 0 maps every chunk; a single chunk is summarized once, with the final budget. More
+    chunks plan one final reduce call from the start; each reduce level that still leaves more
+    than one input adds its calls (:meth:`next_level`)."""
+
+    def __init__(self, chunks: int, budget: int) -> None:
+        if chunks < 1:
+            raise ValueError("a map-reduce needs at least one chunk")
+        self.budget = budget
+        self.level = 0
+        self.levels = [chunks]  # calls per level
+        self.calls = chunks + (1 if chunks > 1 else 0)
+        self.final = chunks == 1  # the current level gives the final summary
+        self.converged = True
+
+    def next_level(self, counts: Sequence[int]) -> list[int]:
+        """The fan-in of the next level from the token counts of this level's summaries (see
+        :func:`reduce_fan_in`); ``final`` says whether that level is the last."""
+        if self.final:
+            raise ValueError("the final level has no next level")
+        if self.level + 1 > MAX_REDUCE_LEVELS:
+            raise ReduceDidNotConverge()
+        sizes = reduce_fan_in(counts, self.budget)
+        self.level += 1
+        self.levels.append(len(sizes))
+        if len(sizes) == 1:
+            self.final = True  # its call was planned from the start
+        else:
+            self.calls += len(sizes)  # another reduce level before the final one
+        return sizes
+
+
+def plan_map_reduce(chunks: int, summary_tokens: int, budget: int) -> ReducePlan:
+    """The plan of a job of ``chunks`` chunks when every intermediate summary is
+    ``summary_tokens`` long (the most the worker asks the model for). Greedy packing of units no
+    larger than that fills every closed group with at least as many units, so a run whose
+    summaries stay within their budget makes at most ``calls`` model calls (exactly these when
+    they use all of it). Summaries that long not shrinking below ``MAX_REDUCE_LEVELS`` (the worker
+    would fail such a job): the plan so far, ``converged`` False."""
+    plan = ReducePlan(chunks, budget)
+    n = chunks
+    try:
+        while not plan.final:
+            n = len(plan.next_level([summary_tokens] * n))
+    except ReduceDidNotConverge:
+        plan.converged = False
+    return plan

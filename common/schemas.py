@@ -144,6 +144,21 @@ def text_size_problem(text: str, limit: int = MAX_TEXT_BYTES):
     return None
 
 
+def realtime_too_long_problem(input_tokens: int, limit: int):
+    """The 413 of a text over the realtime token limit (realtime_svc; the gateway's dry run)."""
+    from common.problems import Problem
+
+    return Problem(
+        413,
+        "text-too-long-for-realtime",
+        "Text too long for realtime",
+        f"text has {input_tokens} tokens; realtime accepts at most {limit} tokens. "
+        "Send it with mode=async (or mode=auto) instead.",
+        limit_tokens=limit,
+        input_tokens=input_tokens,
+    )
+
+
 class Usage(BaseModel):
     input_tokens: int
     output_tokens: int
@@ -192,6 +207,44 @@ class JobView(BaseModel):
     expired_at: datetime | None = None
 
 
+class WorkerThroughput(BaseModel):
+    """The workers' recent pace, as the store shows it (``GET /internal/throughput``)."""
+
+    window_s: int = Field(description="How far back finished jobs are counted.")
+    jobs: int = Field(description="Jobs that succeeded in the window (at most a bounded sample of the latest).")
+    model_calls: int = Field(description="Model calls those jobs made (their chunks_total).")
+    busy_s: float = Field(description="Time in the window during which at least one of those jobs was running.")
+    model_calls_per_s: float | None = Field(
+        description="model_calls / busy_s: the pace while working; null without a finished job in the window."
+    )
+
+
+class Estimate(BaseModel):
+    """``POST /v1/summaries?dry_run=true``: what the request would cost; nothing was created."""
+
+    dry_run: Literal[True] = True
+    mode: Literal["realtime", "async"] = Field(description="The path the request would take.")
+    input_tokens: int = Field(description="Tokens of the text, counted with the model's tokenizer.")
+    chunks: int = Field(description="Map-reduce chunks (the worker's chunking); 1 for realtime.")
+    model_calls: int = Field(
+        description=(
+            "Model calls: one per chunk plus the reduce calls, planned with every intermediate summary "
+            "at its full token budget (a run makes at most this many; this many when they use it all). "
+            "The job's progress.chunks_total counts the same calls."
+        )
+    )
+    reduce_levels: int = Field(description="Reduce levels after the map (0 for a single chunk).")
+    queue_ahead_calls: int | None = Field(
+        default=None,
+        description="Model calls of the queued and running jobs (every tenant's) ahead of this one; async only.",
+    )
+    eta_s: float | None = Field(
+        description="Seconds until the summary would be ready, from the workers' recent pace; null when unknown."
+    )
+    eta_basis: str = Field(description="How eta_s was computed, or why it is null.")
+    throughput: WorkerThroughput | None = Field(default=None, description="The pace eta_s is based on (async only).")
+
+
 MAX_LIST_LIMIT = 100  # GET /v1/summaries?limit=
 DEFAULT_LIST_LIMIT = 20
 
@@ -213,6 +266,23 @@ class RealtimeRequest(BaseModel):
     max_summary_tokens: int = Field(default=DEFAULT_REALTIME_SUMMARY_TOKENS, ge=1, le=MAX_SUMMARY_TOKENS)
     language: str = "auto"
     request_id: str
+
+
+class QueueAhead(BaseModel):
+    """The unfinished work in the store: running jobs' remaining calls (their plan is known) and
+    queued jobs' (not started: estimated from their document bytes at the recent calls per byte)."""
+
+    running_jobs: int
+    queued_jobs: int
+    model_calls: int | None  # None: queued jobs with no plan yet and no recent calls-per-byte to estimate them
+
+
+class ThroughputReport(BaseModel):
+    """``GET /internal/throughput`` (async_svc → the gateway's dry run)."""
+
+    throughput: WorkerThroughput
+    queue: QueueAhead
+    max_document_bytes: int  # async_svc's intake limit (413 over it)
 
 
 # ---- Kafka messages --------------------------------------------------------------------------

@@ -20,6 +20,10 @@ TritonSettings      triton_grpc_url, triton_model                               
 TokenizerSettings   tokenizer_path                                                      gateway,
                                                                                         realtime_svc, worker
 PublicUrlSettings   public_base_url                                                     gateway, notifier
+ChunkingSettings    chunk_tokens, chunk_summary_tokens (the map-reduce's windows)       worker, gateway
+                                                                                        (dry-run estimate)
+RealtimeLimit-      realtime_max_input_tokens (realtime_svc's 413)                      realtime_svc,
+Settings                                                                                gateway (dry run)
 InternalAuth-       internal_token_secret, internal_token_ttl_s (the gateway's signed   gateway,
 Settings            credential for realtime_svc/async_svc, common/internal_auth.py)     realtime_svc,
                                                                                         async_svc
@@ -44,12 +48,14 @@ from common.paths import REPO_ROOT, cache_dir, var_dir
 
 __all__ = [
     "REPO_ROOT",
+    "ChunkingSettings",
     "CommonSettings",
     "HttpServerSettings",
     "InternalAuthSettings",
     "KafkaSettings",
     "PrecisSettings",
     "PublicUrlSettings",
+    "RealtimeLimitSettings",
     "StoreSettings",
     "TokenizerSettings",
     "TritonSettings",
@@ -185,6 +191,24 @@ class PublicUrlSettings(PrecisSettings):
     """External base URL for status_url/Location and notification links (unset: from the request)."""
 
     public_base_url: str | None = None
+
+
+class ChunkingSettings(PrecisSettings):
+    """The map-reduce's windows (common/chunking.py): read by the worker, which runs it, and by
+    the gateway, whose dry-run estimate plans the same chunks and calls (give both the same
+    values; the chart and ``make run`` do)."""
+
+    # Chunk size of the map step, and the most tokens a reduce input holds.
+    chunk_tokens: int = Field(default=768, ge=64, le=8192)
+    # Summary budget of each map call and intermediate reduce call.
+    chunk_summary_tokens: int = Field(default=96, ge=8, le=512)
+
+
+class RealtimeLimitSettings(PrecisSettings):
+    """Texts above this many tokens get 413 on the realtime path (realtime_svc enforces it; the
+    gateway's dry run answers the same 413 without the hop)."""
+
+    realtime_max_input_tokens: int = Field(default=1536, ge=16, le=8192)
 
 
 class CommonSettings(StoreSettings, KafkaSettings):

@@ -10,9 +10,11 @@ from pydantic import Field, SecretStr, model_validator
 from common.schemas import MAX_TEXT_BYTES
 from common.serve import KEEP_ALIVE_S
 from common.settings import (
+    ChunkingSettings,
     HttpServerSettings,
     InternalAuthSettings,
     PublicUrlSettings,
+    RealtimeLimitSettings,
     TokenizerSettings,
     load_settings,
     refuse_default_secret,
@@ -24,9 +26,16 @@ DEFAULT_DEV_API_KEY = "precis-dev-key"
 
 
 class GatewaySettings(
-    HttpServerSettings, TokenizerSettings, PublicUrlSettings, WebhookGuardSettings, InternalAuthSettings
+    HttpServerSettings,
+    TokenizerSettings,
+    PublicUrlSettings,
+    WebhookGuardSettings,
+    InternalAuthSettings,
+    ChunkingSettings,
+    RealtimeLimitSettings,
 ):
-    """The internet-facing gateway: no store, no broker, no Triton (it calls realtime_svc/async_svc)."""
+    """The internet-facing gateway: no store, no broker, no Triton (it calls realtime_svc/async_svc).
+    The chunking and realtime-limit pieces are the dry run's (POST /v1/summaries?dry_run=true)."""
 
     service_name: str = "gateway"
     # JSON object {sha256(api key) hex: tenant}. Keys are configured hashed, never in clear.

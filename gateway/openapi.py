@@ -344,6 +344,10 @@ OPERATIONS: dict[str, Operation] = {
             "**202** with its id and status URL (`Location`). `mode: realtime` / `mode: async` force a path. "
             "Send an `Idempotency-Key` with async submits: a retry with the same key and body returns the "
             "same job (`Idempotent-Replayed: true`), never a second one.\n\n"
+            "`?dry_run=true` checks the request exactly as a submit (the same 4xx problems) and answers "
+            "**200** with an `Estimate` instead: the route, input tokens, the worker's chunks and model calls, "
+            "and an ETA from the workers' recent pace (`eta_s` null, with `eta_basis` saying why, when there "
+            "is none). Nothing is stored or queued, the `Idempotency-Key` is ignored and no quota is taken.\n\n"
             f"Limits: `text` ≤ {MAX_TEXT_BYTES:,} UTF-8 bytes, `max_summary_tokens` 1–{MAX_SUMMARY_TOKENS}, "
             f"`metadata` ≤ {MAX_METADATA_BYTES} bytes as JSON; each error names the limit it hit."
         ),
@@ -384,7 +388,8 @@ OPERATIONS: dict[str, Operation] = {
         },
         responses={
             200: (
-                "The realtime summary (not stored: `id` is a request id for the logs).",
+                "The realtime summary (not stored: `id` is a request id for the logs); with "
+                "`dry_run=true`, the `Estimate` (`dry_run: true`) of either path.",
                 {
                     "realtime": {
                         "summary": "A realtime summary",
@@ -396,7 +401,51 @@ OPERATIONS: dict[str, Operation] = {
                             "usage": {"input_tokens": 43, "output_tokens": 15},
                             "timings": {"tokenize_ms": 0.21, "inference_ms": 812.4},
                         },
-                    }
+                    },
+                    "estimate": {
+                        "summary": "A dry run of a long document (dry_run=true)",
+                        "value": {
+                            "dry_run": True,
+                            "mode": "async",
+                            "input_tokens": 10894,
+                            "chunks": 15,
+                            "model_calls": 19,
+                            "reduce_levels": 2,
+                            "queue_ahead_calls": 40,
+                            "eta_s": 89.3,
+                            "eta_basis": "(40 model calls queued ahead + 19 of this job) / 0.661 calls/s, the "
+                            "workers' pace while busy over the 12 jobs that succeeded in the last 3600 s; fair "
+                            "sharing between tenants can finish it sooner, retries later",
+                            "throughput": {
+                                "window_s": 3600,
+                                "jobs": 12,
+                                "model_calls": 204,
+                                "busy_s": 308.6,
+                                "model_calls_per_s": 0.661,
+                            },
+                        },
+                    },
+                    "estimate-no-data": {
+                        "summary": "A dry run with no recent job to estimate the ETA from",
+                        "value": {
+                            "dry_run": True,
+                            "mode": "async",
+                            "input_tokens": 2391,
+                            "chunks": 4,
+                            "model_calls": 5,
+                            "reduce_levels": 1,
+                            "queue_ahead_calls": None,
+                            "eta_s": None,
+                            "eta_basis": "no job succeeded in the last 3600 s: no recent pace to estimate from",
+                            "throughput": {
+                                "window_s": 3600,
+                                "jobs": 0,
+                                "model_calls": 0,
+                                "busy_s": 0.0,
+                                "model_calls_per_s": None,
+                            },
+                        },
+                    },
                 },
                 (),
             ),
@@ -613,7 +662,13 @@ def _document(op: dict[str, Any], spec: Operation) -> None:
             if spec.media_type == "text/html":
                 content["text/markdown"] = {"schema": {"type": "string"}}
         elif examples:
-            content.setdefault("application/json", {})["examples"] = examples
+            media = content.setdefault("application/json", {})
+            media["examples"] = examples
+            # A response of several models (create_summary's 200: RealtimeSummary or Estimate) is
+            # exactly one of them (their required fields differ): oneOf, not FastAPI's anyOf.
+            schema = media.get("schema", {})
+            if "anyOf" in schema and all("$ref" in b for b in schema["anyOf"]):
+                schema["oneOf"] = schema.pop("anyOf")
         if headers:
             resp["headers"] = {h: HEADERS[h] for h in headers}
     responses.update(error_responses(spec.errors, spec.example_path))

@@ -60,10 +60,15 @@ async def signed(
     return headers
 
 
-async def to_realtime(state: State, body: SummaryRequest, tenant: str) -> Response:
-    s = state.settings
+def check_realtime(body: SummaryRequest) -> None:
+    """The gateway's own check of a realtime request (422); realtime_svc checks the tokens."""
     if body.notify is not None:
         raise invalid_body("notify: only async summaries send notifications")
+
+
+async def to_realtime(state: State, body: SummaryRequest, tenant: str) -> Response:
+    s = state.settings
+    check_realtime(body)
     rid = str(uuid.uuid4())
     payload = {
         "text": body.text,

@@ -7,18 +7,19 @@ from pydantic import Field
 from common.settings import (
     HttpServerSettings,
     InternalAuthSettings,
+    RealtimeLimitSettings,
     TokenizerSettings,
     TritonSettings,
     load_settings,
 )
 
 
-class RealtimeSettings(HttpServerSettings, TokenizerSettings, TritonSettings, InternalAuthSettings):
+class RealtimeSettings(
+    HttpServerSettings, TokenizerSettings, TritonSettings, InternalAuthSettings, RealtimeLimitSettings
+):
     """Short texts straight to Triton: no store, no broker."""
 
     service_name: str = "realtime_svc"
-    # Texts above this many tokens get 413: they belong to the async path.
-    realtime_max_input_tokens: int = Field(default=1536, ge=16, le=8192)
     realtime_deadline_s: float = Field(default=30.0, gt=0, le=300)
     realtime_max_in_flight: int = Field(default=64, ge=1)
     retry_after_s: int = Field(default=1, ge=1)

@@ -5,6 +5,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from common.settings import (
+    ChunkingSettings,
     HttpServerSettings,
     KafkaSettings,
     StoreSettings,
@@ -16,13 +17,17 @@ from common.store.retention import RetentionSettings  # PRECIS_RETENTION_DAYS: f
 
 
 class WorkerSettings(
-    HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings, RetentionSettings
+    HttpServerSettings,
+    StoreSettings,
+    KafkaSettings,
+    TritonSettings,
+    TokenizerSettings,
+    ChunkingSettings,
+    RetentionSettings,
 ):
     """Map-reduce of async jobs: the store, the broker, Triton (batch pool) and the tokenizer."""
 
     service_name: str = "worker"
-    # Chunk size of the map step (map-reduce, worker/mapreduce.py).
-    chunk_tokens: int = Field(default=768, ge=64, le=8192)
     group_id: str = "precis-worker"
     max_attempts: int = Field(default=3, ge=1, le=20)
     retry_backoff_s: float = Field(default=5.0, ge=0)
@@ -46,7 +51,6 @@ class WorkerSettings(
     # Kafka fetch bounds (the records are small: the document stays in the store).
     fetch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
-    chunk_summary_tokens: int = Field(default=96, ge=8, le=512)
     lease_ttl_s: float = Field(default=30.0, ge=2)
     drain_timeout_s: float = Field(default=60.0, ge=0)
     session_timeout_ms: int = Field(default=15000, ge=6000)

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from common.aio import gather_or_cancel
-from common.chunking import chunk_text, group_for_reduce
+from common.chunking import ReducePlan, chunk_text, join_for_reduce
 from common.schemas import JobStatus
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient, TritonFailure
@@ -146,11 +146,13 @@ async def summarize_document(
     chunks = await asyncio.to_thread(chunk_text, document, counter.tokenizer, chunk_tokens)
     if not chunks:
         raise InvalidDocument("document has no text to summarize")
-    total = len(chunks) + (1 if len(chunks) > 1 else 0)
+    # The levels and the planned calls (chunks_total) come from the plan the dry-run estimate
+    # uses too (common/chunking.py ReducePlan): it grows as reduce levels are added.
+    plan = ReducePlan(len(chunks), chunk_tokens)
     done = 0
 
     async def run_level(level: int, inputs: list[str], max_tokens: int) -> list[str]:
-        nonlocal done, total
+        nonlocal done
         saved = await store.checkpoints(job_id, level)
         out: list[str | None] = [None] * len(inputs)
         for i, text in enumerate(inputs):
@@ -161,7 +163,7 @@ async def summarize_document(
         if reused:
             log.info("job %s level %d: %d/%d calls reused from checkpoints", job_id, level, reused, len(inputs))
         done += reused
-        await store.set_total(job_id, total, done)
+        await store.set_total(job_id, plan.calls, done)
 
         async def one(i: int) -> None:
             nonlocal done
@@ -181,19 +183,16 @@ async def summarize_document(
         await gather_or_cancel(tasks)
         return [o or "" for o in out]
 
-    if len(chunks) == 1:
+    if plan.final:
         [summary] = await run_level(0, chunks, final_tokens)
-        return summary, total
+        return summary, plan.calls
 
     summaries = await run_level(0, chunks, chunk_summary_tokens)
-    level = 1
     while True:
-        groups = await asyncio.to_thread(group_for_reduce, summaries, counter.count_many, chunk_tokens)
-        if len(groups) == 1:
-            [summary] = await run_level(level, groups, final_tokens)
-            return summary, total
-        total += len(groups)  # another reduce level before the final one
-        summaries = await run_level(level, groups, chunk_summary_tokens)
-        level += 1
-        if level > 12:
-            raise RuntimeError("reduce did not converge (summaries are not shrinking)")
+        counts = await asyncio.to_thread(counter.count_many, summaries)
+        fan_in = plan.next_level(counts)  # raises ReduceDidNotConverge past MAX_REDUCE_LEVELS
+        groups = join_for_reduce(summaries, fan_in)
+        if plan.final:
+            [summary] = await run_level(plan.level, groups, final_tokens)
+            return summary, plan.calls
+        summaries = await run_level(plan.level, groups, chunk_summary_tokens)

@@ -114,6 +114,8 @@ class Job(Base):
         # optionally per status; both are read backwards by the ORDER BY … DESC.
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         Index("ix_jobs_tenant_status_created", "tenant", "status", "created_at", "id"),
+        # The dry-run estimate's recent pace: jobs that succeeded in the last hour (migration 0004).
+        Index("ix_jobs_status_finished", "status", "finished_at"),
         # The sweeper's due rows; tombstones (expired_at set) leave the index, so it does not grow
         # with the history.
         Index(

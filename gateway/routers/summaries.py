@@ -13,6 +13,7 @@ from common.schemas import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
     AsyncAccepted,
+    Estimate,
     JobList,
     JobStatus,
     JobView,
@@ -21,6 +22,7 @@ from common.schemas import (
 )
 from gateway.body import parse_summary_request, read_limited_body, require_json
 from gateway.deps import IdempotencyKey, StateDep, TenantDep
+from gateway.estimate import estimate
 from gateway.proxy import job_call, signed, to_async, to_realtime
 from gateway.routing import choose_mode
 from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
@@ -34,13 +36,22 @@ router = APIRouter()
 
 @router.post(
     "/v1/summaries",
-    responses={200: {"model": RealtimeSummary}, 202: {"model": AsyncAccepted}},
+    responses={200: {"model": RealtimeSummary | Estimate}, 202: {"model": AsyncAccepted}},
 )
 async def create_summary(
     request: Request,
     state: StateDep,
     tenant: TenantDep,
     idempotency_key: IdempotencyKey = None,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description=(
+                "true: validate the request as a submit would and answer 200 with its Estimate "
+                "(tokens, chunks, model calls, route, ETA); nothing is created"
+            )
+        ),
+    ] = False,
 ) -> Response:
     require_json(request)
     limit, limits = state.settings.max_request_bytes, state.limits
@@ -54,6 +65,8 @@ async def create_summary(
         raw = await read_limited_body(request, limit)
         await limits.charge(request, limits.bytes, tenant, len(raw))
     body = parse_summary_request(raw)
+    if dry_run:  # the same checks, no job, no message, the Idempotency-Key ignored
+        return await estimate(state, body, tenant, await choose_mode(state, body, dry_run=True), len(raw))
     if await choose_mode(state, body) == Mode.realtime:
         return await to_realtime(state, body, tenant)
     return await to_async(state, request, body, tenant, idempotency_key)

@@ -9,7 +9,7 @@ import time
 from fastapi import APIRouter, Depends
 
 from common.problems import Problem, invalid_body
-from common.schemas import RealtimeRequest, RealtimeSummary, Usage
+from common.schemas import RealtimeRequest, RealtimeSummary, Usage, realtime_too_long_problem
 from common.triton_client import TritonFailure
 from realtime_svc.config import RealtimeSettings
 from realtime_svc.deps import State, StateDep, internal_caller
@@ -40,15 +40,7 @@ async def _check_input(state: State, body: RealtimeRequest) -> None:
     n = await state.counter.over_limit_async(body.text, s.realtime_max_input_tokens)
     if n is not None:
         ERRORS.labels("too_long").inc()
-        raise Problem(
-            413,
-            "text-too-long-for-realtime",
-            "Text too long for realtime",
-            f"text has {n} tokens; realtime accepts at most {s.realtime_max_input_tokens} tokens. "
-            "Send it with mode=async (or mode=auto) instead.",
-            limit_tokens=s.realtime_max_input_tokens,
-            input_tokens=n,
-        )
+        raise realtime_too_long_problem(n, s.realtime_max_input_tokens)
 
 
 def _failure_problem(s: RealtimeSettings, f: TritonFailure) -> Problem:

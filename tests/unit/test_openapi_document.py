@@ -276,3 +276,21 @@ def test_an_operation_not_yet_in_the_table_still_gets_a_complete_document() -> N
     assert op["security"] == [{SECURITY_SCHEME: []}]
     assert op["responses"]["422"]["content"][PROBLEM_JSON]["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert {"401", "429"} <= set(op["responses"])
+
+
+def test_create_summary_documents_the_dry_run_and_its_estimate(doc) -> None:
+    op = doc["paths"]["/v1/summaries"]["post"]
+    [param] = [p for p in op["parameters"] if p["name"] == "dry_run"]
+    assert param["in"] == "query" and param["schema"]["type"] == "boolean" and param["schema"]["default"] is False
+    media = op["responses"]["200"]["content"]["application/json"]
+    # exactly one of the two bodies: each example is valid against one branch and not the other
+    assert media["schema"]["oneOf"] == [
+        {"$ref": "#/components/schemas/RealtimeSummary"},
+        {"$ref": "#/components/schemas/Estimate"},
+    ]
+    branches = {b["$ref"].rsplit("/", 1)[1]: validator(doc, b) for b in media["schema"]["oneOf"]}
+    expect = {"realtime": "RealtimeSummary", "estimate": "Estimate", "estimate-no-data": "Estimate"}
+    assert set(media["examples"]) == set(expect)
+    for name, ex in media["examples"].items():
+        assert [m for m, v in branches.items() if v.is_valid(ex["value"])] == [expect[name]], name
+    assert "dry_run=true" in op["description"]

@@ -13,12 +13,14 @@ from pydantic import ValidationError
 from async_svc.config import AsyncSettings
 from common import paths
 from common.settings import (
+    ChunkingSettings,
     CommonSettings,
     HttpServerSettings,
     InternalAuthSettings,
     KafkaSettings,
     PrecisSettings,
     PublicUrlSettings,
+    RealtimeLimitSettings,
     StoreSettings,
     TokenizerSettings,
     TritonSettings,
@@ -37,10 +39,30 @@ INTERNAL = "an-internal-token-secret-for-the-tests-0001"  # PRECIS_INTERNAL_TOKE
 
 # service settings class -> the pieces it is composed of (and nothing else)
 COMPOSITION: dict[type[PrecisSettings], set[type[PrecisSettings]]] = {
-    GatewaySettings: {HttpServerSettings, TokenizerSettings, PublicUrlSettings, InternalAuthSettings},
-    RealtimeSettings: {HttpServerSettings, TokenizerSettings, TritonSettings, InternalAuthSettings},
+    GatewaySettings: {
+        HttpServerSettings,
+        TokenizerSettings,
+        PublicUrlSettings,
+        InternalAuthSettings,
+        ChunkingSettings,
+        RealtimeLimitSettings,
+    },
+    RealtimeSettings: {
+        HttpServerSettings,
+        TokenizerSettings,
+        TritonSettings,
+        InternalAuthSettings,
+        RealtimeLimitSettings,
+    },
     AsyncSettings: {HttpServerSettings, StoreSettings, KafkaSettings, InternalAuthSettings},
-    WorkerSettings: {HttpServerSettings, StoreSettings, KafkaSettings, TritonSettings, TokenizerSettings},
+    WorkerSettings: {
+        HttpServerSettings,
+        StoreSettings,
+        KafkaSettings,
+        TritonSettings,
+        TokenizerSettings,
+        ChunkingSettings,
+    },
     NotifierSettings: {HttpServerSettings, StoreSettings, KafkaSettings, PublicUrlSettings},
 }
 PIECES = {
@@ -51,6 +73,8 @@ PIECES = {
     TokenizerSettings,
     PublicUrlSettings,
     InternalAuthSettings,
+    ChunkingSettings,
+    RealtimeLimitSettings,
 }
 
 # The production env each service needs (as the chart renders it), and no more.

@@ -32,6 +32,7 @@ from precis_client.errors import (
 )
 from precis_client.models import (
     AsyncAccepted,
+    Estimate,
     JobError,
     JobPage,
     JobStatus,
@@ -40,6 +41,7 @@ from precis_client.models import (
     Progress,
     RealtimeSummary,
     Usage,
+    WorkerThroughput,
 )
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "ClientProblem",
     "ConfigurationError",
     "Conflict",
+    "Estimate",
     "Forbidden",
     "GatewayTimeout",
     "Gone",
@@ -79,5 +82,6 @@ __all__ = [
     "Usage",
     "ValidationProblem",
     "WaitTimeout",
+    "WorkerThroughput",
     "__version__",
 ]

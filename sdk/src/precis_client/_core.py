@@ -21,7 +21,7 @@ from precis_client.errors import (
 
 __all__ = ["parse_retry_after"]  # re-exported for the clients
 from precis_client._version import __version__
-from precis_client.models import AsyncAccepted, JobPage, JobStatus, JobView, Mode, RealtimeSummary
+from precis_client.models import AsyncAccepted, Estimate, JobPage, JobStatus, JobView, Mode, RealtimeSummary
 
 DEFAULT_URL = "http://localhost:8080"
 ENV_URL = "PRECIS_URL"
@@ -90,6 +90,13 @@ def parse_submit(response: httpx.Response, idempotency_key: str) -> RealtimeSumm
         accepted.idempotency_key = idempotency_key
         return accepted
     return RealtimeSummary.model_validate(data)
+
+
+DRY_RUN = {"dry_run": "true"}  # POST /v1/summaries?dry_run=true: an Estimate, nothing created
+
+
+def parse_estimate(response: httpx.Response) -> Estimate:
+    return Estimate.model_validate(response.json())
 
 
 def parse_job(response: httpx.Response) -> JobView:

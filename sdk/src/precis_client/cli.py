@@ -50,7 +50,7 @@ from precis_client.errors import (
     PrecisTransportError,
     WaitTimeout,
 )
-from precis_client.models import AsyncAccepted, JobPage, JobStatus, JobView, Mode, RealtimeSummary
+from precis_client.models import AsyncAccepted, Estimate, JobPage, JobStatus, JobView, Mode, RealtimeSummary
 
 
 class ExitCode(IntEnum):
@@ -260,12 +260,27 @@ def summarize(
     ] = None,
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Only estimate: route, tokens, chunks, model calls and ETA; nothing is submitted."
+        ),
+    ] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """Summarize FILE (or stdin). Prints the summary; for an async job without --wait, its id."""
+    """Summarize FILE (or stdin). Prints the summary; for an async job without --wait, its id; with
+    --dry-run, the estimate (a table, or --json)."""
+    if dry_run and (wait or idempotency_key):
+        raise typer.BadParameter("--dry-run submits nothing: drop --wait and --idempotency-key", param_hint="--dry-run")
     text = _read_input(file)
     with _errors(as_json), _client(ctx, url, api_key) as client:
+        if dry_run:
+            est = client.estimate(
+                text, mode=mode, max_summary_tokens=max_tokens, language=language, email=email, webhook=webhook
+            )
+            _echo_json(est) if as_json else _out_console().print(_estimate_table(est))
+            return
         result = client.summarize(
             text,
             mode=mode,
@@ -337,6 +352,34 @@ def jobs_wait(
         _echo_json(view) if as_json else typer.echo(view.summary or "")
 
 
+def _out_console() -> Console:
+    out_console = Console(highlight=False)
+    if not out_console.is_terminal:  # piped: no 80-column default squeezing the table
+        out_console = Console(highlight=False, width=200)
+    return out_console
+
+
+def _estimate_table(est: Estimate) -> Table:
+    table = Table(show_edge=False, show_header=False)
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("")
+    pace = est.throughput
+    rows = [
+        ("route", est.mode),
+        ("input tokens", str(est.input_tokens)),
+        ("chunks", str(est.chunks)),
+        ("model calls", f"{est.model_calls} (at most; {est.reduce_levels} reduce levels)"),
+        ("queue ahead", "" if est.queue_ahead_calls is None else f"{est.queue_ahead_calls} model calls"),
+        ("pace", "" if pace is None or pace.model_calls_per_s is None else f"{pace.model_calls_per_s:.3g} calls/s"),
+        ("ETA", "unknown" if est.eta_s is None else f"{est.eta_s:g} s"),
+        ("basis", est.eta_basis),
+    ]
+    for name, value in rows:
+        if value:
+            table.add_row(name, value)
+    return table
+
+
 def _jobs_table(jobs: list[JobView]) -> Table:
     table = Table(show_edge=False, header_style="bold")
     table.add_column("ID", no_wrap=True, min_width=36)  # never shortened: it is what the other commands take
@@ -382,10 +425,7 @@ def jobs_list(
         if not jobs:
             _note("no jobs")
             return
-        out_console = Console(highlight=False)
-        if not out_console.is_terminal:  # piped: no 80-column default squeezing the table
-            out_console = Console(highlight=False, width=200)
-        out_console.print(_jobs_table(jobs))
+        _out_console().print(_jobs_table(jobs))
         if next_cursor:
             more = f"--status {status.value} " if status else ""
             _note(f"more: precis jobs list {more}--limit {limit} --cursor {next_cursor}  (or --all)")

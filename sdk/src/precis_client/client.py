@@ -24,7 +24,7 @@ from precis_client.errors import (
     ServiceUnavailable,
     WaitTimeout,
 )
-from precis_client.models import AsyncAccepted, JobPage, JobStatus, JobView, Mode, RealtimeSummary
+from precis_client.models import AsyncAccepted, Estimate, JobPage, JobStatus, JobView, Mode, RealtimeSummary
 
 JobRef = str | AsyncAccepted | JobView
 ProgressCallback = Callable[[JobView], Any]
@@ -191,6 +191,32 @@ class Client(_Base):
         if wait and isinstance(result, AsyncAccepted):
             return self.wait(result, on_progress=on_progress, timeout=timeout)
         return result
+
+    def estimate(
+        self,
+        text: str,
+        *,
+        mode: Mode | str = Mode.auto,
+        max_summary_tokens: int | None = None,
+        language: str | None = None,
+        email: str | None = None,
+        webhook: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Estimate:
+        """What submitting ``text`` would cost, creating nothing (``POST /v1/summaries?dry_run=true``): the
+        route, input tokens, chunks, model calls and an ETA (``eta_s`` None when the server has no recent
+        pace, ``eta_basis`` says why). The same arguments as :meth:`summarize`, checked the same way: an
+        invalid request raises the problem a submit would."""
+        body = _core.submit_body(
+            text,
+            mode=mode,
+            max_summary_tokens=max_summary_tokens,
+            language=language,
+            email=email,
+            webhook=webhook,
+            metadata=metadata,
+        )
+        return _core.parse_estimate(self._request("POST", _core.SUMMARIES, json=body, params=_core.DRY_RUN))
 
     def get(self, job: JobRef) -> JobView:
         """The job's current view (``GET /v1/summaries/{id}``)."""
@@ -401,6 +427,29 @@ class AsyncClient(_Base):
         if wait and isinstance(result, AsyncAccepted):
             return await self.wait(result, on_progress=on_progress, timeout=timeout)
         return result
+
+    async def estimate(
+        self,
+        text: str,
+        *,
+        mode: Mode | str = Mode.auto,
+        max_summary_tokens: int | None = None,
+        language: str | None = None,
+        email: str | None = None,
+        webhook: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Estimate:
+        """See :meth:`Client.estimate`."""
+        body = _core.submit_body(
+            text,
+            mode=mode,
+            max_summary_tokens=max_summary_tokens,
+            language=language,
+            email=email,
+            webhook=webhook,
+            metadata=metadata,
+        )
+        return _core.parse_estimate(await self._request("POST", _core.SUMMARIES, json=body, params=_core.DRY_RUN))
 
     async def get(self, job: JobRef) -> JobView:
         return _core.parse_job(await self._request("GET", f"{_core.SUMMARIES}/{_core.job_id_of(job)}"))

@@ -111,3 +111,28 @@ class JobPage(_Model):
     items: list[JobView] = Field(default_factory=list)
     # Pass to ``list(cursor=...)`` for the next (older) page; None on the last page.
     next_cursor: str | None = None
+
+
+class WorkerThroughput(_Model):
+    """The workers' recent pace an :class:`Estimate`'s ETA is based on."""
+
+    window_s: int
+    jobs: int  # jobs that succeeded in the window
+    model_calls: int
+    busy_s: float
+    model_calls_per_s: float | None = None  # None: no job succeeded in the window
+
+
+class Estimate(_Model):
+    """``200`` answer of ``POST /v1/summaries?dry_run=true``: what the request would cost (nothing was created)."""
+
+    dry_run: Literal[True] = True
+    mode: Literal["realtime", "async"]
+    input_tokens: int
+    chunks: int
+    model_calls: int  # planned with every intermediate summary at its full budget: a run makes at most this many
+    reduce_levels: int = 0
+    queue_ahead_calls: int | None = None
+    eta_s: float | None = None  # None when unknown: eta_basis says why
+    eta_basis: str = ""
+    throughput: WorkerThroughput | None = None
