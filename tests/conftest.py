@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,29 @@ from devstack import (
 # refuse to start without one (common/settings.py). The stacks the tests start get it from
 # devstack.child_env; a test that needs another mode sets it with monkeypatch.
 os.environ["PRECIS_ENV"] = "test"
+
+
+# Tests talk to this machine only: no name is looked up outside it (a DNS query to the machine's
+# resolver already leaves it). Every in-process lookup goes through socket.getaddrinfo (asyncio's
+# too), so a test that forgot its fake resolver fails here, naming the host, instead of asking the
+# network. The processes the tests start only get loopback addresses and names.
+_real_getaddrinfo = socket.getaddrinfo
+_LOCAL_NAMES = {"localhost", "ip6-localhost", "ip6-loopback", socket.gethostname().lower()}
+
+
+def _local_only_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is not None:
+        bare = name.strip("[]").rstrip(".").lower()
+        try:
+            ipaddress.ip_address(bare.split("%")[0])
+        except ValueError:
+            if bare not in _LOCAL_NAMES and not bare.endswith(".localhost"):
+                raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no outside name: {name!r}") from None
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _local_only_getaddrinfo
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ class FailingModel:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    async def summarize(self, text: str, max_tokens: int, language: str) -> str:
+    async def summarize(self, text: str, max_tokens: int, language: str, tenant: str = "") -> str:
         raise self.exc
 
 

@@ -83,8 +83,9 @@ def test_the_engine_keeps_user_markers_as_text(engine, counter):
     # and nothing the document added (before: 5 and 4, the document's system turn among them)
     assert (ids.count(im_start), ids.count(im_end)) == (3, 2), "the document's markers became role tokens"
     assert set(ids) & specials == {im_start, im_end}
-    tail = tok.encode("<|im_start|>assistant\n", add_special_tokens=False).ids
-    assert ids[0] == im_start and ids[-len(tail) :] == [im_start, *tail[1:]]
+    # (the services' tokenizer reads markers as text, so the special token is spelled out here)
+    tail = [im_start, *tok.encode("assistant\n", add_special_tokens=False).ids]
+    assert ids[0] == im_start and ids[-len(tail) :] == tail
     # the document is in the prompt as the plain-text tokens of its characters
     text_ids = tok.encode(INJECTED, add_special_tokens=False).ids
     at = _find(ids, text_ids)

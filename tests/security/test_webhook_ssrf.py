@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from common.schemas import Notify
 from common.webhook_url import (
@@ -21,8 +21,10 @@ from common.webhook_url import (
     pinned_request_args,
     resolve_checked,
 )
-from notifier.channels import send_webhook
-from notifier.config import NotifierSettings
+from notifier.channels import WebhookStatusError, send_webhook
+from notifier.config import NotifierSettings, dev_webhook_secret
+
+SECRETS = (SecretStr(dev_webhook_secret("acme")),)  # the tenant's signing secrets
 
 # (url, what the refusal must say)
 REFUSED = [
@@ -136,16 +138,28 @@ async def test_send_webhook_connects_to_the_pinned_address_only() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(204)
+        return httpx.Response(204, stream=httpx.ByteStream(b""))  # streamed, as a server's answer
 
     s = NotifierSettings(env="test")
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         await send_webhook(
-            s, http, "https://hooks.example.com/h", "e1", b"{}", fake_resolver({"hooks.example.com": ["93.184.216.34"]})
+            s,
+            http,
+            "https://hooks.example.com/h",
+            "e1",
+            b"{}",
+            SECRETS,
+            fake_resolver({"hooks.example.com": ["93.184.216.34"]}),
         )
         with pytest.raises(WebhookUrlError):
             await send_webhook(
-                s, http, "https://evil.example.com/h", "e2", b"{}", fake_resolver({"evil.example.com": ["127.0.0.1"]})
+                s,
+                http,
+                "https://evil.example.com/h",
+                "e2",
+                b"{}",
+                SECRETS,
+                fake_resolver({"evil.example.com": ["127.0.0.1"]}),
             )
     [req] = seen
     assert req.url.host == "93.184.216.34" and req.headers["host"] == "hooks.example.com"
@@ -154,12 +168,12 @@ async def test_send_webhook_connects_to_the_pinned_address_only() -> None:
 
 async def test_a_redirect_is_not_followed() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(302, headers={"location": "http://127.0.0.1/"})
+        return httpx.Response(302, headers={"location": "http://127.0.0.1/"}, stream=httpx.ByteStream(b""))
 
     s = NotifierSettings(env="test")
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler), follow_redirects=True) as http:
-        with pytest.raises(httpx.HTTPStatusError, match="302"):
-            await send_webhook(s, http, "https://8.8.8.8/h", "e", b"{}")
+        with pytest.raises(WebhookStatusError, match="302"):  # refused as it is, not followed
+            await send_webhook(s, http, "https://8.8.8.8/h", "e", b"{}", SECRETS)
 
 
 # ---- the notifier: a refused delivery ends `failed` with the reason, never raises ----------------
