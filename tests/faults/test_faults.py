@@ -39,7 +39,12 @@ def test_async_svc_killed_between_commit_and_publish(stack: FaultStack):
     wait_until(lambda: not svc.alive(), 10, "async_svc killed")
     [job] = stack.sql("SELECT id, status FROM jobs WHERE idempotency_key = ?", key_after)
     assert job["status"] == "queued"
-    pending = stack.sql("SELECT id FROM outbox WHERE key = ? AND published_at IS NULL", job["id"])
+    # job messages are keyed by tenant (common/store/transitions.py jobs_key): find it by its body
+    pending = stack.sql(
+        "SELECT id FROM outbox WHERE topic = 'precis.jobs' AND json_extract(value, '$.job_id') = ? "
+        "AND published_at IS NULL",
+        job["id"],
+    )
     assert len(pending) == 1, "the job's message must wait in the outbox"
     assert not [m for m in stack.topic("precis.jobs") if m["job_id"] == job["id"]]
 
