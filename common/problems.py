@@ -97,7 +97,19 @@ class ProblemDetails(BaseModel):
     size_bytes: int | None = Field(default=None, description="``text-too-large``: the text's size in UTF-8 bytes.")
     limit_tokens: int | None = Field(default=None, description="``text-too-long-for-realtime``: the token limit.")
     input_tokens: int | None = Field(default=None, description="``text-too-long-for-realtime``: the text's tokens.")
-    limit_per_minute: int | None = Field(default=None, description="``rate-limited``: the tenant's rate limit.")
+    # limit_per_minute went with the token bucket; these are what gateway/ratelimit.py and
+    # async_svc/intake.py set. `limit` is the quota's name for rate-limited, its size for quota-exceeded.
+    limit: str | int | None = Field(
+        default=None,
+        description="``rate-limited``: which limit (requests, bytes, failed-auth); ``quota-exceeded``: the quota.",
+    )
+    limit_value: int | None = Field(default=None, description="``rate-limited``: the limit per window.")
+    limit_unit: str | None = Field(default=None, description="``rate-limited``: what the limit counts.")
+    window_s: int | None = Field(default=None, description="``rate-limited``: the window in seconds.")
+    retry_after_s: int | None = Field(default=None, description="``rate-limited``: seconds until it frees up.")
+    quota: str | None = Field(default=None, description="``quota-exceeded``: which quota (active_jobs, ...).")
+    current: int | None = Field(default=None, description="``quota-exceeded``: what the tenant holds now.")
+    expired_at: str | None = Field(default=None, description="``job-expired``: when the job expired (ISO 8601).")
 
 
 def invalid_body(detail: str, **extra: Any) -> Problem:

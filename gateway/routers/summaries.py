@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from common.problems import Problem
 from common.schemas import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -27,7 +28,35 @@ from gateway.proxy import job_call, signed, to_async, to_realtime
 from gateway.routing import choose_mode
 from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
 
-router = APIRouter()
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route and its dependencies declare (FastAPI's flattening helper is
+    not public API)."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def no_unknown_query(request: Request) -> None:
+    """422 for a query parameter the operation does not take (``?dryrun=true`` would otherwise be
+    ignored silently and create a real job). Schemathesis found such requests accepted."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise Problem(
+            422,
+            "validation-error",
+            "Request body is not valid",
+            f"unknown query parameter(s): {', '.join(unknown)[:200]}; this operation takes: {takes}",
+        )
+
+
+router = APIRouter(dependencies=[Depends(no_unknown_query)])
 
 # The body is read by hand (gateway/body.py), so FastAPI does not see it: gateway/openapi.py
 # documents it (OPERATIONS["create_summary"], the SummaryRequest schema), with every operation's

@@ -605,3 +605,11 @@ async def test_a_webhook_to_a_private_address_is_refused_at_submit(gw: Gateway) 
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "cloud metadata endpoint" in r.json()["detail"]
     assert gw.fakes.calls == []
+
+
+async def test_an_unknown_query_parameter_is_422_naming_it(gw: Gateway) -> None:
+    # ?dryrun=true (a typo of dry_run) used to be ignored, and the request made a real job
+    r = await gw.client.post("/v1/summaries?dryrun=true", json={"text": LONG}, headers=AUTH)
+    doc = assert_problem(r, 422, "validation-error")
+    assert "dryrun" in doc["detail"] and "dry_run" in doc["detail"]
+    assert gw.fakes.calls == []
