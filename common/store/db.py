@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -24,6 +26,25 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _cancel_is_not_a_disconnect(ctx: ExceptionContext) -> None:
+    """SQLite: a task cancelled during a statement keeps its connection, so the transaction is
+    rolled back and the connection goes back to the pool.
+
+    SQLAlchemy treats a CancelledError inside a statement as a disconnect and invalidates the
+    connection. With aiosqlite that can drop the sqlite3 connection without closing it, and the
+    transaction stays open with SQLite's one write lock. Every later writer of every process then
+    gets "database is locked" until the process exits. CI hit this (a job stuck in
+    ``cancelling``, 500s, readyz 503). tests/integration/test_store_cancellation.py reproduces it
+    within about a hundred cancels without this handler.
+
+    Keeping the connection is safe for aiosqlite. Its one thread per connection runs calls in
+    order, so the session's rollback runs after the interrupted statement; nothing is half-sent.
+    asyncpg is different: a cancelled query leaves the protocol mid-stream, so PostgreSQL
+    connections keep SQLAlchemy's default and are invalidated (and the server rolls back)."""
+    if isinstance(ctx.original_exception, (asyncio.CancelledError, asyncio.TimeoutError)):
+        ctx.is_disconnect = False
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
@@ -39,6 +60,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "handle_error", _cancel_is_not_a_disconnect)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
