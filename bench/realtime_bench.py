@@ -5,20 +5,24 @@ end near --prompt-chars characters) and the same --max-tokens for every measurem
 compared is started first and stays up for the whole run (an idle server takes no CPU):
 Triton with the default model repository behind realtime_svc and the gateway; the same
 repository with the dynamic_batching block removed; FP32 transformers
-(PRECIS_MODEL_ENGINE=transformers, dtype float32); llama-cpp-python's OpenAI-compatible server
-on the same GGUF file (/v1/chat/completions, greedy, same messages, max_tokens and repetition
-penalty).
+(PRECIS_MODEL_ENGINE=transformers, dtype float32); two peers on the same GGUF file and the same
+thread count, both over /v1/chat/completions (greedy, same messages, max_tokens and repetition
+penalty): llama.cpp's own `llama-server` (--parallel 8 slots, continuous batching; built once
+into the cache by scripts/build_llama_server.sh from the llama.cpp the llama-cpp-python sdist
+vendors), the peer a CPU user after throughput would pick; and llama-cpp-python's server, which
+answers one request at a time (kept as a second row).
 
  (a) end to end (HTTP through gateway -> realtime_svc -> Triton), directly against Triton
      (gRPC) and against the llama.cpp server, at concurrency 1, 4, 8, 16: p50/p95/p99 latency
      and summaries/s (the plot);
  (b) + (d) at concurrency 8, interleaved blocks: each round runs a block of requests for
-     batching on, batching off, ours end to end and the llama.cpp server, the order reversing
-     every round (ABBA), so the VM's drift (it slowed ~1.8x over one afternoon) hits every arm
-     alike. batching_speedup_c8 and vs_llamacpp_throughput_c8 come from these blocks;
+     batching on, batching off, ours end to end, llama-server and llama-cpp-python's server, the
+     order reversing every round (ABBA), so the VM's drift (it slowed ~1.8x over one afternoon)
+     hits every arm alike. batching_speedup_c8, vs_llama_server_throughput_c8 and
+     vs_llamacpp_throughput_c8 come from these blocks;
  (c) + (d) at concurrency 1, interleaved single requests: FP32 transformers vs our default engine
      (quantized_speedup_c1, with ROUGE-L of both from bench/results/eval.json, `make eval`), and
-     ours end to end vs the llama.cpp server (vs_llamacpp_p50_c1).
+     ours end to end vs each peer (vs_llama_server_p50_c1, vs_llamacpp_p50_c1).
 
 Gateway overhead: an interleaved probe at concurrency 1 sends each prompt direct and through the
 gateway back to back (ABBA), with the hops' CPU time per request; repeated with max_tokens=1
@@ -323,6 +327,7 @@ def gateway_caller(http: aiohttp.ClientSession, url: str, max_tokens: int):
 
 
 def llamacpp_caller(http: aiohttp.ClientSession, max_tokens: int, port: int):
+    """An OpenAI-compatible chat call: llama-server and llama-cpp-python's server take the same."""
     from summarizer_engine import CJK_LANGS, build_messages, detect_language
 
     async def call(p: dict) -> None:
@@ -373,6 +378,49 @@ async def run_levels(call, prompts, name: str, levels=LEVELS, warm: int = 2) -> 
     for c in levels:
         out[str(c)] = await closed_loop(call, prompts, c, REQUESTS[c], f"{name} c={c}")
     return out
+
+
+LLAMA_SERVER_SLOTS = 8  # the issue's comparison: --parallel 8, the c=8 level
+
+
+def llama_server_bin() -> Path:
+    return Path(os.environ.get("PRECIS_CACHE", Path.home() / ".cache" / "precis")) / "bin" / "llama-server"
+
+
+def served_weights(model: str) -> str:
+    """The GGUF our engine really serves: with the default llamacpp_weights=f16 it converts the
+    Q4_1 file once into $PRECIS_CACHE/models/<stem>.<size>.<mtime>.f16.gguf (llamacpp_engine.py
+    _weights_file) when Triton loads. The peers get that same file, so they compute on the same
+    weights in the same storage; the Q4_1 original only when no conversion exists."""
+    stem = Path(model).stem
+    found = sorted((llama_server_bin().parent.parent / "models").glob(f"{stem}.*.f16.gguf"), key=os.path.getmtime)
+    return str(found[-1]) if found else model
+
+
+def llama_server_argv(model: str, port: int, threads: str, ctx_per_slot: int = 2048) -> list[str]:
+    # The context is shared by the slots: each gets ctx/parallel tokens, as much as our engine's
+    # max_input_tokens (2048) allows a request. Continuous batching is llama-server's default,
+    # spelled out so the comparison says what it compares.
+    return [
+        str(llama_server_bin()),
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        threads,
+        "--threads-batch",
+        threads,
+        "--parallel",
+        str(LLAMA_SERVER_SLOTS),
+        "--cont-batching",
+        "--ctx-size",
+        str(ctx_per_slot * LLAMA_SERVER_SLOTS),
+        "--no-webui",
+        "--log-disable",
+    ]
 
 
 # --------------------------------------------------------------------------- machine bounds
@@ -436,7 +484,7 @@ async def amain(args) -> dict:
     # Everything compared stays up for the whole run (idle servers take no CPU): ours with the
     # default repository (Triton + realtime_svc + gateway), the same repository with dynamic
     # batching off, FP32 transformers, and llama-cpp-python's server on the same GGUF file.
-    port = PORTS.one()
+    port, ls_port = PORTS.one(), PORTS.one()
     default, nobatch_ports, fp32_ports = TritonPorts.allocate(), TritonPorts.allocate(), TritonPorts.allocate()
     threads = str(len(os.sched_getaffinity(0)))
     procs: list[Proc] = []
@@ -454,6 +502,8 @@ async def amain(args) -> dict:
                 PRECIS_MODEL_DTYPE="float32",
             )
         )
+        weights = served_weights(default_model_path())  # Triton above has converted it by now
+        res["peer_weights"] = Path(weights).name
         srv = proc(
             "llamacpp-server",
             [
@@ -461,7 +511,7 @@ async def amain(args) -> dict:
                 "-m",
                 "llama_cpp.server",
                 "--model",
-                default_model_path(),
+                weights,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -479,7 +529,10 @@ async def amain(args) -> dict:
             tmp,
         )
         procs.append(srv)
+        ls = proc("llama-server", llama_server_argv(weights, ls_port, threads), base_env(), tmp)
+        procs.append(ls)
         wait_http(f"http://127.0.0.1:{port}/v1/models", srv, 120)
+        wait_http(f"http://127.0.0.1:{ls_port}/health", ls, 120)
         services = start_services(tmp, default)
         gw_url = gateway_url(services)
         procs.extend(services)
@@ -490,12 +543,14 @@ async def amain(args) -> dict:
         async with http_session() as http:
             direct, gateway = direct_caller(ours, mt), gateway_caller(http, gw_url, mt)
             llama = llamacpp_caller(http, mt, port)
-            for call in (direct_caller(nobatch, mt), direct_caller(fp32, mt), llama):
+            lserver = llamacpp_caller(http, mt, ls_port)
+            for call in (direct_caller(nobatch, mt), direct_caller(fp32, mt), llama, lserver):
                 await call(prompts[0])  # first request pays one-time costs
             # (a) latency and throughput per concurrency level (for the plot and the tables)
             res["direct"] = await run_levels(direct, prompts, "triton direct")
             res["gateway"] = await run_levels(gateway, prompts, "gateway e2e")
-            res["llamacpp_server"] = await run_levels(llama, prompts, "llama.cpp server")
+            res["llama_server"] = await run_levels(lserver, prompts, "llama-server")
+            res["llamacpp_server"] = await run_levels(llama, prompts, "llama-cpp-python server")
             phases.update(1)
             # gateway overhead: interleaved pairs, with the hops' CPU per request
             res["overhead_probe"] = await interleaved_probe(
@@ -517,6 +572,7 @@ async def amain(args) -> dict:
                     "batching_on": direct,
                     "batching_off": direct_caller(nobatch, mt),
                     "gateway": gateway,
+                    "llama_server": lserver,
                     "llamacpp_server": llama,
                 },
                 prompts,
@@ -528,7 +584,10 @@ async def amain(args) -> dict:
             phases.update(1)
             # (c) + (d) at concurrency 1, interleaved single requests
             res["c1_vs_llamacpp"] = await interleaved_single(
-                {"gateway": gateway, "llamacpp_server": llama}, prompts, args.single_rounds, "c=1 ours vs llama.cpp"
+                {"gateway": gateway, "llama_server": lserver, "llamacpp_server": llama},
+                prompts,
+                args.single_rounds,
+                "c=1 ours vs the llama.cpp servers",
             )
             res["c1_vs_fp32"] = await interleaved_single(
                 {"fp32": direct_caller(fp32, mt), "ours": direct}, prompts, args.single_rounds, "c=1 fp32 vs ours"
@@ -546,6 +605,12 @@ async def amain(args) -> dict:
     res["direct_no_batching"] = {"8": blocks["batching_off"]}
     res["batching_speedup_c8"] = ratio(
         blocks["batching_on"]["summaries_per_s"], blocks["batching_off"]["summaries_per_s"]
+    )
+    res["vs_llama_server_throughput_c8"] = ratio(
+        blocks["gateway"]["summaries_per_s"], blocks["llama_server"]["summaries_per_s"]
+    )
+    res["vs_llama_server_p50_c1"] = ratio(
+        res["c1_vs_llamacpp"]["gateway"]["p50_ms"], res["c1_vs_llamacpp"]["llama_server"]["p50_ms"]
     )
     res["vs_llamacpp_throughput_c8"] = ratio(
         blocks["gateway"]["summaries_per_s"], blocks["llamacpp_server"]["summaries_per_s"]
@@ -581,6 +646,8 @@ async def amain(args) -> dict:
         "quantized_speedup_c1 >= 1.5": (res["quantized_speedup_c1"] or 0) >= 1.5,
         "quantized_rougeL_delta >= -1": res.get("quantized_rougeL_delta") is not None
         and res["quantized_rougeL_delta"] >= -1,
+        "vs_llama_server_throughput_c8 >= 1": (res["vs_llama_server_throughput_c8"] or 0) >= 1,
+        "vs_llama_server_p50_c1 <= 1.2": (res["vs_llama_server_p50_c1"] or 99) <= 1.2,
         "vs_llamacpp_throughput_c8 >= 2": (res["vs_llamacpp_throughput_c8"] or 0) >= 2,
         "vs_llamacpp_p50_c1 <= 1.5": (res["vs_llamacpp_p50_c1"] or 99) <= 1.5,
         "gateway_overhead_p50_ms <= 5": res["gateway_overhead_p50_ms"] <= 5,
@@ -599,6 +666,7 @@ def plot(res: dict, path: Path) -> None:
     series = [
         ("gateway", "ours, end to end (gateway)", "o-"),
         ("direct", "ours, direct to Triton", "s--"),
+        ("llama_server", "llama-server (--parallel 8)", "v-"),
         ("llamacpp_server", "llama-cpp-python server", "^-"),
     ]
     for key, label, style in series:
@@ -611,7 +679,8 @@ def plot(res: dict, path: Path) -> None:
         ("batching_on", "ours direct, batching on", "bD"),
         ("batching_off", "ours direct, batching off", "kx"),
         ("gateway", "ours end to end", "o"),
-        ("llamacpp_server", "llama.cpp server", "g^"),
+        ("llama_server", "llama-server", "mv"),
+        ("llamacpp_server", "llama-cpp-python server", "g^"),
     ]
     for i, (key, label, style) in enumerate(arms):
         v = res["c8_interleaved"][key]["summaries_per_s"]
@@ -666,6 +735,8 @@ def main() -> int:
         "batching_speedup_c8",
         "quantized_speedup_c1",
         "quantized_rougeL_delta",
+        "vs_llama_server_throughput_c8",
+        "vs_llama_server_p50_c1",
         "vs_llamacpp_throughput_c8",
         "vs_llamacpp_p50_c1",
         "gateway_overhead_p50_ms",

@@ -1,6 +1,6 @@
 # Realtime path: model quality and the realtime benchmark (included by the top-level Makefile).
 #   make eval            ROUGE-1/2/L per engine/precision + Lead-3 on tests/data/eval -> bench/results/eval.json
-#   make bench-realtime  gateway/Triton/llama.cpp-server latency + throughput -> bench/results/realtime.{json,png}
+#   make bench-realtime  gateway/Triton vs llama-server and llama-cpp-python's server -> bench/results/realtime.{json,png}
 #   make bench-http-client  httpx vs aiohttp cost of one internal hop -> bench/results/http_client.{json,png}
 # Both take the machine-wide CPU lock (flock $(PRECIS_CPU_LOCK)) so parallel heavy runs do not
 # pollute the numbers. EVAL_ENGINES picks the variants (bench/eval.py --help).
@@ -20,7 +20,13 @@ eval: install
 $(EVAL_JSON): bench/eval.py $(wildcard model_repository/summarizer/1/summarizer_engine/*.py) tests/data/eval/eval_en.jsonl tests/data/eval/eval_zh.jsonl
 	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.eval --engines $(EVAL_ENGINES) --out $(EVAL_JSON) $(EVAL_ARGS)
 
-bench-realtime: install $(EVAL_JSON)
+# llama.cpp's own llama-server, the benchmark's throughput peer: built once into the cache
+# (~6 min on 2 idle cores) from the llama.cpp the pinned llama-cpp-python sdist vendors.
+.PHONY: llama-server
+llama-server:
+	bash scripts/build_llama_server.sh
+
+bench-realtime: install $(EVAL_JSON) llama-server
 	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.realtime_bench $(BENCH_REALTIME_ARGS)
 
 bench-http-client: install
