@@ -173,12 +173,10 @@ class RealtimeSummary(BaseModel):
     timings: dict[str, float]
 
 
+# Public values (the 202's spill_reason, the gateway's precis_gateway_spillover_total{reason}) that
+# say nothing about the deployment; realtime_svc names the same reason in REFUSED_BEFORE_START_HEADER.
 class SpillReason(StrEnum):
-    """Why a ``mode=auto`` text the length threshold sent to realtime became an async job instead
-    (overload spill-over): realtime refused it before any generation started. The values are
-    public (the 202's ``spill_reason``, the gateway's ``precis_gateway_spillover_total{reason}``)
-    and say nothing about the deployment; realtime_svc names the same reason in
-    ``REFUSED_BEFORE_START_HEADER``."""
+    """Why a short `mode: auto` text became an async job: realtime could not take it at once."""
 
     realtime_at_capacity = "realtime_at_capacity"  # realtime_svc's in-flight cap is reached
     model_queue_full = "model_queue_full"  # the model server's queue is full (or timed the request out unstarted)

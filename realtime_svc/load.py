@@ -46,7 +46,8 @@ class ServiceTime:
 
     def finished(self, *, completed: bool) -> None:
         """A summary's Triton call returned. Only a completed summary is a sample; the busy time
-        of a failed one is charged to the next completion (it was spent all the same)."""
+        of a failed one is charged to the next completion while the service stays busy (it was
+        spent all the same)."""
         if not completed or self._mark is None:
             return
         t = self.now()
