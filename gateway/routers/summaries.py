@@ -26,7 +26,7 @@ from gateway.body import parse_summary_request, read_limited_body, require_json
 from gateway.deps import IdempotencyKey, StateDep, TenantDep
 from gateway.estimate import estimate
 from gateway.proxy import RealtimeRefused, job_call, signed, to_async, to_realtime
-from gateway.routing import choose_mode, counted, spill
+from gateway.routing import Route, choose_mode, counted, spill
 from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
 
 
@@ -105,6 +105,11 @@ async def create_summary(
         counted(route)
         return await to_realtime(state, body, tenant)
     # mode=auto, short: realtime unless it refuses before starting (gateway/routing.py)
+    if idempotency_key and (earlier := await state.spilled_keys.reason(tenant, idempotency_key)):
+        # a retry of a spilled request: its job (async_svc replays it), not a summary as well
+        return await to_async(
+            state, request, body, tenant, idempotency_key, counted(Route(Mode.async_, "spilled_over")), earlier
+        )
     spilled: SpillReason | None = None
     try:
         return await to_realtime(state, body, tenant, max_wait_s=settings.spillover_max_wait_s)
@@ -113,7 +118,10 @@ async def create_summary(
     finally:
         if spilled is None:  # realtime answered (a summary or an error): counted as realtime
             counted(route)
-    return await to_async(state, request, body, tenant, idempotency_key, spill(spilled), spilled)
+    resp = await to_async(state, request, body, tenant, idempotency_key, spill(spilled), spilled)
+    if idempotency_key and resp.status_code == 202:
+        await state.spilled_keys.remember(tenant, idempotency_key, spilled)
+    return resp
 
 
 # async_svc decodes the cursor (422 invalid-cursor); the gateway bounds its size only.

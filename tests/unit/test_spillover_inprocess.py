@@ -427,7 +427,55 @@ async def test_a_full_realtime_spills_to_exactly_one_job_per_key(real: Real) -> 
 
     real.triton.gate.set()
     assert (await held).status_code == 200
-    # realtime has room again: a mode=auto short text is a summary, no job
-    r = await real.gw.post("/v1/summaries", json={"text": SHORT}, headers=AUTH)
+    # realtime has room again: a retry of the spilled request still gets its job, not a summary too
+    late = await real.gw.post("/v1/summaries", json=body, headers=key)
+    assert late.status_code == 202 and late.headers["idempotent-replayed"] == "true"
+    assert late.json()["id"] == first.json()["id"]
+    assert (late.json()["route_reason"], late.json()["spill_reason"]) == ("spilled_over", "realtime_at_capacity")
+    # and any other mode=auto short text is a summary, no job
+    r = await real.gw.post("/v1/summaries", json={"text": SHORT}, headers={**AUTH, "Idempotency-Key": "fresh"})
     assert r.status_code == 200 and r.json()["mode"] == "realtime"
     assert await real.jobs() == 1
+    assert len(real.triton.calls) == 2  # the held summary and this one: the spilled text never
+
+
+async def test_the_spilled_keys_are_per_tenant_and_survive_a_dead_store(counter: TokenCounter) -> None:
+    from limits.errors import StorageError
+
+    from gateway.spilled_keys import SpilledKeys
+
+    g = await make_gateway(counter)
+    try:
+        keys: SpilledKeys = g.state.spilled_keys
+        await keys.remember("acme", "k1", SpillReason.model_queue_full)
+        await keys.remember("acme", "k1", SpillReason.realtime_at_capacity)  # set once
+        assert await keys.reason("acme", "k1") == SpillReason.model_queue_full
+        assert await keys.reason("other", "k1") is None and await keys.reason("acme", "k2") is None
+
+        class DeadStore:
+            async def get(self, key: str) -> int:
+                raise StorageError(OSError("down"))
+
+            async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+                raise StorageError(OSError("down"))
+
+        dead = SpilledKeys(DeadStore(), 0.5)  # type: ignore[arg-type]
+        await dead.remember("acme", "k1", SpillReason.model_queue_full)  # logged, not raised
+        assert await dead.reason("acme", "k1") is None  # best effort: realtime may serve the retry
+    finally:
+        await g.client.aclose()
+        await g.upstream.aclose()
+
+
+async def test_a_keyed_retry_of_a_spill_skips_realtime(gw: Gateway) -> None:
+    gw.fakes.realtime_answer = refused_by_realtime("realtime_wait_too_long")
+    assert (await post(gw, {"text": SHORT}, {"Idempotency-Key": "again"})).status_code == 202
+    gw.fakes.realtime_answer = None  # realtime has room now
+    before = spilled("realtime_wait_too_long")
+    r = await post(gw, {"text": SHORT}, {"Idempotency-Key": "again"})
+    assert r.status_code == 202 and r.json()["spill_reason"] == "realtime_wait_too_long"
+    assert [c[0] for c in gw.fakes.calls] == ["realtime", "async", "async"]
+    assert spilled("realtime_wait_too_long") == before  # a replay is no new spill
+    # without a key, or with another, realtime is asked as usual
+    assert (await post(gw, {"text": SHORT})).status_code == 200
+    assert (await post(gw, {"text": SHORT}, {"Idempotency-Key": "new"})).status_code == 200
