@@ -173,11 +173,38 @@ class RealtimeSummary(BaseModel):
     timings: dict[str, float]
 
 
+# Public values (the 202's spill_reason, the gateway's precis_gateway_spillover_total{reason}) that
+# say nothing about the deployment; realtime_svc names the same reason in REFUSED_BEFORE_START_HEADER.
+class SpillReason(StrEnum):
+    """Why a short `mode: auto` text became an async job: realtime could not take it at once."""
+
+    realtime_at_capacity = "realtime_at_capacity"  # realtime_svc's in-flight cap is reached
+    model_queue_full = "model_queue_full"  # the model server's queue is full (or timed the request out unstarted)
+    realtime_wait_too_long = "realtime_wait_too_long"  # the estimated wait is over the gateway's bound
+
+
 class AsyncAccepted(BaseModel):
     id: str
     mode: Literal["async"] = "async"
     status: JobStatus
     status_url: str
+    # Added members (optional, so a 202 without them still validates): how this request was routed.
+    route_reason: Literal["explicit", "threshold", "spilled_over"] | None = Field(
+        default=None,
+        description=(
+            "Why this request became a job: `explicit` (`mode: async`), `threshold` (`mode: auto`, over the "
+            "routing threshold) or `spilled_over` (`mode: auto`, short enough for realtime, but realtime "
+            "could not take it at once: see `spill_reason`)."
+        ),
+    )
+    spill_reason: SpillReason | None = Field(
+        default=None,
+        description=(
+            "Set when `route_reason` is `spilled_over`: `realtime_at_capacity` (realtime is at its in-flight "
+            "limit), `model_queue_full` (the realtime model's queue is full) or `realtime_wait_too_long` "
+            "(the estimated realtime wait is over the configured bound)."
+        ),
+    )
 
 
 class Progress(BaseModel):
@@ -258,6 +285,20 @@ class JobList(BaseModel):
 
 
 # ---- internal HTTP bodies ------------------------------------------------------------------
+
+
+# gateway → realtime_svc, for mode=auto only: "refuse instead of queueing when the estimated wait
+# is over this many milliseconds" (realtime_svc/load.py). A header, not a RealtimeRequest member:
+# a realtime_svc that predates it ignores a header, where its extra="forbid" body would be a 422
+# for every request during a rolling upgrade. Unsigned (the token binds method, path and body):
+# all it can do is make realtime_svc refuse a request sooner, which the token's holder could
+# have by not sending it.
+MAX_WAIT_HEADER = "Precis-Max-Wait-Ms"
+# realtime_svc → gateway, on a 503 only: this request was refused before any generation started
+# (the value is a SpillReason), so another path may run it without doing the work twice. Its
+# absence means nothing is known (a timeout, a model error): the gateway never spills then.
+# The gateway never relays it (gateway/upstream.py forward() keeps Retry-After only).
+REFUSED_BEFORE_START_HEADER = "Precis-Refused-Before-Start"
 
 
 class RealtimeRequest(BaseModel):

@@ -13,6 +13,7 @@ from common.settings import (
     ChunkingSettings,
     HttpServerSettings,
     InternalAuthSettings,
+    PrecisSettings,
     PublicUrlSettings,
     RealtimeLimitSettings,
     TokenizerSettings,
@@ -25,7 +26,21 @@ from common.webhook_url import WebhookGuardSettings  # the submit-time webhook c
 DEFAULT_DEV_API_KEY = "precis-dev-key"
 
 
+class SpilloverSettings(PrecisSettings):
+    """Overload spill-over (gateway/routing.py): a ``mode=auto`` text short enough for realtime
+    that realtime cannot take at once (its in-flight cap, the model's full queue, or an estimated
+    wait over ``spillover_max_wait_s``) becomes an async job (202) instead of a 503. realtime_svc
+    refuses such a request before any generation starts, so it never costs model time twice.
+    ``mode=realtime`` is never spilled (503 + Retry-After, as before)."""
+
+    spillover_enabled: bool = True
+    # The longest a mode=auto request may wait in realtime_svc's queue (its estimate: summaries in
+    # flight x recent busy time per summary, realtime_svc/load.py) before it goes async instead.
+    spillover_max_wait_s: float = Field(default=5.0, gt=0, le=300)
+
+
 class GatewaySettings(
+    SpilloverSettings,
     HttpServerSettings,
     TokenizerSettings,
     PublicUrlSettings,

@@ -12,6 +12,7 @@ from common.schemas import IDEMPOTENCY_KEY_PATTERN
 from common.tokenization import TokenCounter
 from gateway.config import GatewaySettings, hash_key
 from gateway.ratelimit import RateLimits
+from gateway.spilled_keys import SpilledKeys
 from gateway.upstream import UpstreamClient
 
 
@@ -22,6 +23,8 @@ class State:
         self.counter = counter
         self.keys = settings.key_table()
         self.limits = RateLimits(settings)
+        # the Idempotency-Keys of spilled requests (gateway/routing.py), in the limits' store
+        self.spilled_keys = SpilledKeys(self.limits.storage, settings.rate_limit_store_timeout_s)
         # signs every internal call (gateway/proxy.py); the first key of a rotation list
         self.internal_key = settings.internal_token_keys()[0]
 

@@ -240,7 +240,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "model-overloaded": ProblemType(
         503,
         "Summarization model overloaded",
-        "realtime is at its in-flight limit or the model's queue is full",
+        "realtime is at its in-flight limit or the model's queue is full (`mode: realtime`; a `mode: auto` "
+        "text becomes a job instead, 202, unless spill-over is turned off)",
         "more than 64 summaries in flight; retry shortly",
         headers=("Retry-After",),
     ),
@@ -344,6 +345,15 @@ OPERATIONS: dict[str, Operation] = {
             "**202** with its id and status URL (`Location`). `mode: realtime` / `mode: async` force a path. "
             "Send an `Idempotency-Key` with async submits: a retry with the same key and body returns the "
             "same job (`Idempotent-Replayed: true`), never a second one.\n\n"
+            "**Overload spill-over**: a `mode: auto` text short enough for realtime that realtime cannot "
+            "take at once (at its in-flight limit, the model's queue full, or the estimated wait over the "
+            "configured bound, 5 s by default) is accepted as an async job instead: the same **202** and "
+            "`Location` as any job, with `route_reason: spilled_over` and the `spill_reason`. Realtime "
+            "refuses such a request before any generation starts, so it is never summarized twice; a "
+            "request realtime has started is never spilled. With an `Idempotency-Key`, a retry of a "
+            "spilled request returns the same job (`Idempotent-Replayed: true`), even once realtime has "
+            "room again. `mode: realtime` is never spilled: **503** `model-overloaded` with "
+            "`Retry-After`, as before.\n\n"
             "`?dry_run=true` checks the request exactly as a submit (the same 4xx problems) and answers "
             "**200** with an `Estimate` instead: the route, input tokens, the worker's chunks and model calls, "
             "and an ETA from the workers' recent pace (`eta_s` null, with `eta_basis` saying why, when there "
@@ -450,7 +460,9 @@ OPERATIONS: dict[str, Operation] = {
                 (),
             ),
             202: (
-                "The job was accepted (or replayed, for a repeated Idempotency-Key); poll its `status_url`.",
+                "The job was accepted (or replayed, for a repeated Idempotency-Key); poll its `status_url`. "
+                "`route_reason` says why it became a job; `spill_reason`, set when it was spilled over "
+                "from a busy realtime path, says what was busy.",
                 {
                     "async": {
                         "summary": "An accepted job",
@@ -459,8 +471,21 @@ OPERATIONS: dict[str, Operation] = {
                             "mode": "async",
                             "status": "queued",
                             "status_url": f"http://localhost:8080{EXAMPLE_JOB_PATH}",
+                            "route_reason": "threshold",
+                            "spill_reason": None,
                         },
-                    }
+                    },
+                    "spilled": {
+                        "summary": "A short mode=auto text spilled over to a job: realtime was at capacity",
+                        "value": {
+                            "id": EXAMPLE_JOB_ID,
+                            "mode": "async",
+                            "status": "queued",
+                            "status_url": f"http://localhost:8080{EXAMPLE_JOB_PATH}",
+                            "route_reason": "spilled_over",
+                            "spill_reason": "realtime_at_capacity",
+                        },
+                    },
                 },
                 ("Location", "Idempotent-Replayed"),
             ),

@@ -11,9 +11,17 @@ from fastapi.responses import JSONResponse
 
 from common.internal_auth import bearer, body_digest_async, sign
 from common.problems import Problem, invalid_body
-from common.schemas import DEFAULT_REALTIME_SUMMARY_TOKENS, AsyncAccepted, SummaryRequest
+from common.schemas import (
+    DEFAULT_REALTIME_SUMMARY_TOKENS,
+    MAX_WAIT_HEADER,
+    REFUSED_BEFORE_START_HEADER,
+    AsyncAccepted,
+    SpillReason,
+    SummaryRequest,
+)
 from gateway.deps import State
-from gateway.upstream import UpstreamDown, UpstreamTimeout, encode_body, forward, upstream_down
+from gateway.routing import Route
+from gateway.upstream import Upstream, UpstreamDown, UpstreamTimeout, encode_body, forward, upstream_down
 
 # Hosts the request's own base URL may be echoed for when PRECIS_PUBLIC_BASE_URL is unset: the
 # loopback names of `make run` and the local tests (a link there can only lead a client back to
@@ -66,7 +74,31 @@ def check_realtime(body: SummaryRequest) -> None:
         raise invalid_body("notify: only async summaries send notifications")
 
 
-async def to_realtime(state: State, body: SummaryRequest, tenant: str) -> Response:
+class RealtimeRefused(Exception):
+    """realtime_svc refused the request before any generation started (a 503 naming its reason
+    in ``Precis-Refused-Before-Start``): the request may become an async job without the work
+    being done twice. Raised only for a call that allowed it (``max_wait_s`` given)."""
+
+    def __init__(self, reason: SpillReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+def _refused_before_start(resp: Upstream) -> SpillReason | None:
+    if resp.status != 503:
+        return None
+    try:
+        return SpillReason(resp.headers.get(REFUSED_BEFORE_START_HEADER, ""))
+    except ValueError:  # absent, or a reason this gateway does not know: not spilled
+        return None
+
+
+async def to_realtime(state: State, body: SummaryRequest, tenant: str, *, max_wait_s: float | None = None) -> Response:
+    """The realtime summary, or realtime_svc's error relayed. ``max_wait_s`` (mode=auto with
+    spill-over on): realtime_svc refuses instead of queueing past this estimated wait, and any
+    refusal before the start raises :class:`RealtimeRefused` instead of answering 503. Anything
+    else (a timeout, a model error, a dead connection) is answered as always: the work may have
+    started, so it is never also queued as a job."""
     s = state.settings
     check_realtime(body)
     rid = str(uuid.uuid4())
@@ -78,12 +110,15 @@ async def to_realtime(state: State, body: SummaryRequest, tenant: str) -> Respon
     }
     url = f"{s.realtime_url}/internal/summarize"
     data = encode_body(payload)
+    headers = await signed(state, "realtime_svc", "POST", url, tenant, data)
+    if max_wait_s is not None:
+        headers[MAX_WAIT_HEADER] = str(round(max_wait_s * 1000))
     try:
         resp = await state.upstream.call(
             "POST",
             url,
             body=data,
-            headers=await signed(state, "realtime_svc", "POST", url, tenant, data),
+            headers=headers,
             timeout_s=s.realtime_timeout_s,
             retry_disconnect=True,
         )
@@ -94,14 +129,25 @@ async def to_realtime(state: State, body: SummaryRequest, tenant: str) -> Respon
     except UpstreamDown:
         raise upstream_down("realtime") from None
     if resp.status != 200:
+        if max_wait_s is not None and (reason := _refused_before_start(resp)) is not None:
+            raise RealtimeRefused(reason)
         return forward(resp, "/v1/summaries")
     # realtime_svc's body is already the public RealtimeSummary: relay the bytes as they are
     return Response(resp.body, status_code=200, media_type="application/json")
 
 
 async def to_async(
-    state: State, request: Request, body: SummaryRequest, tenant: str, idempotency_key: str | None
+    state: State,
+    request: Request,
+    body: SummaryRequest,
+    tenant: str,
+    idempotency_key: str | None,
+    route: Route,
+    spill_reason: SpillReason | None = None,
 ) -> Response:
+    """The job's 202. A spilled request sends async_svc exactly what an async submit of the same
+    body sends (so a retry with its Idempotency-Key replays the same job, whichever way it came),
+    and its 202 says why (``route_reason``, ``spill_reason``)."""
     s = state.settings
     payload = {
         "text": body.text,
@@ -127,7 +173,9 @@ async def to_async(
         return forward(resp, "/v1/summaries")
     job = resp.json()
     url = status_url(state, request, job["id"])
-    out = AsyncAccepted(id=job["id"], status=job["status"], status_url=url)
+    out = AsyncAccepted(
+        id=job["id"], status=job["status"], status_url=url, route_reason=route.reason, spill_reason=spill_reason
+    )
     headers_out = {"Location": url}
     if resp.headers.get("Idempotent-Replayed"):
         headers_out["Idempotent-Replayed"] = "true"

@@ -11,6 +11,7 @@ from common.internal_auth import Caller, verify_request
 from common.tokenization import TokenCounter
 from common.triton_client import SummarizerClient
 from realtime_svc.config import RealtimeSettings
+from realtime_svc.load import ServiceTime
 
 
 class State:
@@ -19,6 +20,7 @@ class State:
         self.triton = triton
         self.counter = counter
         self.in_flight = 0
+        self.service_time = ServiceTime()  # the wait estimate behind Precis-Max-Wait-Ms
         self.internal_keys = settings.internal_token_keys()
 
 

@@ -20,12 +20,13 @@ from common.schemas import (
     JobView,
     Mode,
     RealtimeSummary,
+    SpillReason,
 )
 from gateway.body import parse_summary_request, read_limited_body, require_json
 from gateway.deps import IdempotencyKey, StateDep, TenantDep
 from gateway.estimate import estimate
-from gateway.proxy import job_call, signed, to_async, to_realtime
-from gateway.routing import choose_mode
+from gateway.proxy import RealtimeRefused, job_call, signed, to_async, to_realtime
+from gateway.routing import Route, choose_mode, counted, spill
 from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
 
 
@@ -94,11 +95,33 @@ async def create_summary(
         raw = await read_limited_body(request, limit)
         await limits.charge(request, limits.bytes, tenant, len(raw))
     body = parse_summary_request(raw)
+    route = await choose_mode(state, body)
     if dry_run:  # the same checks, no job, no message, the Idempotency-Key ignored
-        return await estimate(state, body, tenant, await choose_mode(state, body, dry_run=True), len(raw))
-    if await choose_mode(state, body) == Mode.realtime:
+        return await estimate(state, body, tenant, route.mode, len(raw))
+    if route.mode == Mode.async_:
+        return await to_async(state, request, body, tenant, idempotency_key, counted(route))
+    settings = state.settings
+    if not (route.may_spill and settings.spillover_enabled):
+        counted(route)
         return await to_realtime(state, body, tenant)
-    return await to_async(state, request, body, tenant, idempotency_key)
+    # mode=auto, short: realtime unless it refuses before starting (gateway/routing.py)
+    if idempotency_key and (earlier := await state.spilled_keys.reason(tenant, idempotency_key)):
+        # a retry of a spilled request: its job (async_svc replays it), not a summary as well
+        return await to_async(
+            state, request, body, tenant, idempotency_key, counted(Route(Mode.async_, "spilled_over")), earlier
+        )
+    spilled: SpillReason | None = None
+    try:
+        return await to_realtime(state, body, tenant, max_wait_s=settings.spillover_max_wait_s)
+    except RealtimeRefused as refused:
+        spilled = refused.reason
+    finally:
+        if spilled is None:  # realtime answered (a summary or an error): counted as realtime
+            counted(route)
+    resp = await to_async(state, request, body, tenant, idempotency_key, spill(spilled), spilled)
+    if idempotency_key and resp.status_code == 202:
+        await state.spilled_keys.remember(tenant, idempotency_key, spilled)
+    return resp
 
 
 # async_svc decodes the cursor (422 invalid-cursor); the gateway bounds its size only.

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
 
 from common.problems import Problem, invalid_body
-from common.schemas import RealtimeRequest, RealtimeSummary, Usage, realtime_too_long_problem
+from common.schemas import (
+    MAX_WAIT_HEADER,
+    REFUSED_BEFORE_START_HEADER,
+    RealtimeRequest,
+    RealtimeSummary,
+    SpillReason,
+    Usage,
+    realtime_too_long_problem,
+)
 from common.triton_client import TritonFailure
 from realtime_svc.config import RealtimeSettings
 from realtime_svc.deps import State, StateDep, internal_caller
-from realtime_svc.metrics import ERRORS, IN_FLIGHT, INFER_LATENCY
+from realtime_svc.metrics import ERRORS, IN_FLIGHT, INFER_LATENCY, REFUSED, SERVICE_TIME
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +32,32 @@ log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(internal_caller)])
 
 
-def _unavailable(settings: RealtimeSettings, kind: str, detail: str) -> Problem:
+def _unavailable(settings: RealtimeSettings, kind: str, detail: str, refused: SpillReason | None = None) -> Problem:
+    """503. ``refused``: the request was refused before any generation started (the gateway may
+    run it as an async job instead: common/schemas.py REFUSED_BEFORE_START_HEADER)."""
+    headers = {"Retry-After": str(settings.retry_after_s)}
+    if refused is not None:
+        headers[REFUSED_BEFORE_START_HEADER] = refused.value
+        REFUSED.labels(refused.value).inc()
     return Problem(
         503,
         "model-overloaded" if kind == "overloaded" else "model-unavailable",
         "Summarization model overloaded" if kind == "overloaded" else "Summarization model unavailable",
         detail,
-        headers={"Retry-After": str(settings.retry_after_s)},
+        headers=headers,
     )
+
+
+def _max_wait_s(raw: str | None) -> float | None:
+    """The gateway's bound (``Precis-Max-Wait-Ms``), or None: absent or not a number ≥ 0 means
+    no bound (the request queues as any other; the in-flight cap still holds)."""
+    if raw is None:
+        return None
+    try:
+        ms = float(raw)
+    except ValueError:
+        return None
+    return ms / 1000 if math.isfinite(ms) and ms >= 0 else None
 
 
 async def _check_input(state: State, body: RealtimeRequest) -> None:
@@ -45,7 +73,16 @@ async def _check_input(state: State, body: RealtimeRequest) -> None:
 
 def _failure_problem(s: RealtimeSettings, f: TritonFailure) -> Problem:
     """The answer for a Triton call that failed (after the one resend, if any)."""
-    if f.kind in ("unavailable", "overloaded"):
+    if f.kind == "overloaded":
+        # Triton refused it unstarted: its queue is full, or the request timed out in that queue
+        # (Triton's queue policy times out queued requests only, never one being executed)
+        return _unavailable(
+            s,
+            f.kind,
+            "the summarization model cannot take this request now; retry shortly",
+            refused=SpillReason.model_queue_full,
+        )
+    if f.kind == "unavailable":
         return _unavailable(s, f.kind, "the summarization model cannot take this request now; retry shortly")
     if f.kind == "deadline":
         return Problem(
@@ -59,16 +96,44 @@ def _failure_problem(s: RealtimeSettings, f: TritonFailure) -> Problem:
     return Problem(502, "model-error", "Summarization failed", "the model failed on this request")
 
 
+def _admit(state: State, max_wait_s: float | None) -> None:
+    """Refuse (503, before any Triton call) at the in-flight cap, or, when the gateway sent a
+    bound, when the summaries already in flight would keep this one waiting longer than it."""
+    s = state.settings
+    if state.in_flight >= s.realtime_max_in_flight:
+        ERRORS.labels("shed").inc()
+        raise _unavailable(
+            s,
+            "overloaded",
+            f"more than {s.realtime_max_in_flight} summaries in flight; retry shortly",
+            refused=SpillReason.realtime_at_capacity,
+        )
+    if max_wait_s is not None and state.service_time.estimated_wait_s(state.in_flight) > max_wait_s:
+        ERRORS.labels("wait_bound").inc()
+        # no figures: only a mode=auto request carries a bound, and the gateway turns this
+        # answer into an async job; should it ever be relayed, it names nothing internal
+        raise _unavailable(
+            s,
+            "overloaded",
+            "the realtime queue is too long now; retry shortly",
+            refused=SpillReason.realtime_wait_too_long,
+        )
+
+
 @router.post("/internal/summarize", response_model=RealtimeSummary)
-async def summarize(body: RealtimeRequest, state: StateDep) -> RealtimeSummary:
+async def summarize(
+    body: RealtimeRequest,
+    state: StateDep,
+    max_wait_ms: Annotated[str | None, Header(alias=MAX_WAIT_HEADER, include_in_schema=False)] = None,
+) -> RealtimeSummary:
     s = state.settings
     t0 = time.perf_counter()
     await _check_input(state, body)
-    if state.in_flight >= s.realtime_max_in_flight:
-        ERRORS.labels("shed").inc()
-        raise _unavailable(s, "overloaded", f"more than {s.realtime_max_in_flight} summaries in flight; retry shortly")
+    _admit(state, _max_wait_s(max_wait_ms))
+    state.service_time.started(state.in_flight)
     state.in_flight += 1
     IN_FLIGHT.inc()
+    completed = False
     t1 = time.perf_counter()
     try:
         try:
@@ -98,6 +163,7 @@ async def summarize(body: RealtimeRequest, state: StateDep) -> RealtimeSummary:
                 timeout_s=left,
                 request_id=body.request_id,
             )
+        completed = True
     except TritonFailure as f:
         ERRORS.labels(f.kind).inc()
         log.warning("triton %s: %s", f.kind, f)
@@ -105,6 +171,9 @@ async def summarize(body: RealtimeRequest, state: StateDep) -> RealtimeSummary:
     finally:
         state.in_flight -= 1
         IN_FLIGHT.dec()
+        state.service_time.finished(completed=completed)
+        if state.service_time.per_summary_s is not None:
+            SERVICE_TIME.set(state.service_time.per_summary_s)
     t2 = time.perf_counter()
     INFER_LATENCY.observe(t2 - t1)
     return RealtimeSummary(
