@@ -251,9 +251,8 @@ def test_triton_killed_comes_back_batch_mid_job_and_realtime(sup: Supervised) ->
 
         wait_until(realtime_ok, 180, "a realtime summary after the realtime Triton's restart", sup.proc, interval=2)
         view = sup.wait_succeeded(job)
-    print(
-        f"\nbatch Triton back in {t_b:.1f}s, realtime Triton in {t_r:.1f}s (realtime answers {answers}); job {view['progress']}"
-    )
+    print(f"\nbatch Triton back in {t_b:.1f}s, realtime Triton in {t_r:.1f}s; job {view['progress']}")
+    print(f"realtime answers after the restart: {answers}")
     assert sup.mails_for(job) == 1
 
 
