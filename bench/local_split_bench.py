@@ -17,8 +17,10 @@ backend stubs (where the model runs) with sched_setscheduler/setpriority per thr
 `chrt` at start would have set it (threads created later inherit it).
 
 Realtime load: one paragraph (64-token summary) every --interval s through the gateway (open
-loop, like users; a request is sent on time even if the previous one is still out), so the batch
-server gets the gaps. Batch load: one long async job (a slice of the book) running through the
+loop, like users; a request is sent on time even if the previous one is still out), by default
+twice the idle p50 apart, so the realtime server alone would be half busy and the batch server
+gets the gaps (a first run at a fixed 2.5 s, on a machine where a paragraph took 4 s, measured the
+realtime server's own overload, not the arms). Batch load: one long async job (a slice of the book) running through the
 whole measurement, with 256-token chunks, 32-token chunk summaries and at most 4 model calls in
 flight, so a batch execution takes seconds, not minutes, and progress shows within a window. Per
 window: the job's `chunks_done` at its start and end, and the CPU seconds the batch server (with
@@ -173,7 +175,11 @@ class Bench:
             await self.realtime_once(http, None)
             idle = [await self.realtime_once(http, None) for _ in range(a.idle_requests)]
             out["idle"] = idle
-            print(f"idle: p50 {pct([x for x in idle if isinstance(x, float)], 50)} s", flush=True)
+            p50 = pct([x for x in idle if isinstance(x, float)], 50) or 1.0
+            if not a.interval:  # auto: the realtime server half busy when it has the cores alone
+                a.interval = round(max(2.5, 2 * p50), 1)
+            out["interval_s"] = a.interval
+            print(f"idle: p50 {p50} s; one realtime request every {a.interval} s", flush=True)
 
             book = (ROOT / "tests/data/book/pride_and_prejudice.txt").read_text().split()
             text = " ".join(book[3000 : 3000 + a.job_words])
@@ -279,9 +285,15 @@ def plot(arms: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--window", type=float, default=20.0, help="seconds per arm per round")
-    ap.add_argument("--interval", type=float, default=2.5, help="seconds between realtime requests")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--window", type=float, default=32.0, help="seconds per arm per round")
+    ap.add_argument(
+        "--interval",
+        type=float,
+        default=0,
+        help="seconds between realtime requests (0: twice the idle p50, at least 2.5: the realtime "
+        "server half busy on its own, so what slows it is the batch server, not its own queue)",
+    )
     ap.add_argument("--settle", type=float, default=2.0, help="seconds after a priority change")
     ap.add_argument("--idle-requests", type=int, default=8)
     ap.add_argument("--job-words", type=int, default=30000, help="the async job's length (book words)")
