@@ -18,7 +18,7 @@ help:
 	@echo "make test-security the security suite (SSRF, tenants, limits, injection, poisoned events)"
 	@echo "make chart-test  helm lint/template + schema validation + chart tests"
 	@echo "make eval        ROUGE of the model on the eval set"
-	@echo "make bench-realtime / bench-async / bench-http-client   benchmarks -> bench/results/"
+	@echo "make bench-realtime / bench-async / bench-http-client / bench-local-split   benchmarks -> bench/results/"
 
 install:
 	@scripts/bootstrap.sh

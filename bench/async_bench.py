@@ -54,7 +54,8 @@ class Bench:
         # allocated (free, this run's alone) unless --offset names them
         self.ports = StackPorts(a.offset) if a.offset is not None else StackPorts.allocate()
         self.url = self.ports.url
-        self.metrics_url = f"http://127.0.0.1:{self.ports.triton_metrics}/metrics"
+        # the worker's Triton: the batch deployment since `make run` runs two (docs/architecture.md)
+        self.metrics_url = f"http://127.0.0.1:{self.ports.batch_triton_metrics}/metrics"
         self.kafka = f"127.0.0.1:{self.ports.kafka}"
         self.var = Path(a.var).resolve()
         self.db = self.var / "precis.db"
@@ -74,7 +75,7 @@ class Bench:
             shutil.rmtree(self.var)
         self.var.mkdir(parents=True)
         p = self.ports
-        busy = [x for x in (p.gateway, p.triton_http, p.triton_grpc, p.triton_metrics, p.kafka) if port_open(x)]
+        busy = [x for x in (p.gateway, *p.triton, p.kafka) if port_open(x)]
         if busy:
             raise SystemExit(f"ports busy at offset {p.offset}: {busy}")
         if self.a.database_url:

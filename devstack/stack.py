@@ -1,4 +1,5 @@
-"""The whole platform as `make run` starts it (scripts/run.sh under honcho) on private ports.
+"""The whole platform as `make run` starts it (scripts/run.sh under honcho, two Tritons: realtime
+and batch) on private ports.
 
 scripts/common.sh computes every port as its default shifted by ``PRECIS_PORT_OFFSET`` (preset
 per-port variables are overwritten there), so a stack's ports are allocated as one offset
@@ -23,6 +24,9 @@ DEFAULTS = {
     "PRECIS_TRITON_HTTP_PORT": 8000,
     "PRECIS_TRITON_GRPC_PORT": 8001,
     "PRECIS_TRITON_METRICS_PORT": 8002,
+    "PRECIS_BATCH_TRITON_HTTP_PORT": 8010,  # the batch Triton (the worker's)
+    "PRECIS_BATCH_TRITON_GRPC_PORT": 8011,
+    "PRECIS_BATCH_TRITON_METRICS_PORT": 8012,
     "PRECIS_KAFKA_PORT": 9092,
     "PRECIS_KAFKA_CONTROLLER_PORT": 9093,
     "PRECIS_SMTP_PORT": 1025,
@@ -63,6 +67,26 @@ class StackPorts:
         return self.of("PRECIS_TRITON_METRICS_PORT")
 
     @property
+    def batch_triton_http(self) -> int:
+        return self.of("PRECIS_BATCH_TRITON_HTTP_PORT")
+
+    @property
+    def batch_triton_grpc(self) -> int:
+        return self.of("PRECIS_BATCH_TRITON_GRPC_PORT")
+
+    @property
+    def batch_triton_metrics(self) -> int:
+        return self.of("PRECIS_BATCH_TRITON_METRICS_PORT")
+
+    @property
+    def triton(self) -> list[int]:
+        """Every port of both Tritons: realtime HTTP, gRPC, metrics, then batch HTTP, gRPC, metrics."""
+        names = ("HTTP", "GRPC", "METRICS")
+        return [self.of(f"PRECIS_TRITON_{n}_PORT") for n in names] + [
+            self.of(f"PRECIS_BATCH_TRITON_{n}_PORT") for n in names
+        ]
+
+    @property
     def kafka(self) -> int:
         return self.of("PRECIS_KAFKA_PORT")
 
@@ -88,5 +112,14 @@ def launch_stack(ports: StackPorts, env: dict[str, str], log: Path) -> Proc:
 
 
 def wait_stack(proc: Proc, ports: StackPorts, timeout: float = 600) -> None:
-    """Until the gateway's /readyz answers 200 (every component is up)."""
-    wait_until(lambda: http_ok(f"{ports.url}/readyz"), timeout, "gateway /readyz", proc, interval=1.0)
+    """Until the gateway's and the worker's /readyz answer 200 (every component is up: the
+    gateway's covers realtime_svc, async_svc and the realtime Triton, the worker's the batch
+    Triton), as scripts/run.sh waits before it prints "ready"."""
+    worker = f"http://127.0.0.1:{ports.of('PRECIS_WORKER_PORT')}/readyz"
+    wait_until(
+        lambda: http_ok(f"{ports.url}/readyz") and http_ok(worker),
+        timeout,
+        "gateway and worker /readyz",
+        proc,
+        interval=1.0,
+    )

@@ -31,3 +31,11 @@ bench-realtime: install $(EVAL_JSON) llama-server
 
 bench-http-client: install
 	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.http_client_bench $(BENCH_HTTP_CLIENT_ARGS)
+
+# Two Tritons on shared cores (docs/architecture.md "Local topology"): realtime latency idle and
+# while a long async job runs, and the job's chunk pace, for one shared server vs the batch server
+# at nice 0 / nice 19 / SCHED_IDLE, interleaved on one stack -> bench/results/local_split.{json,png}
+BENCH_LOCAL_SPLIT_ARGS ?=
+.PHONY: bench-local-split
+bench-local-split: install
+	flock $(PRECIS_CPU_LOCK) $(PY) -m bench.local_split_bench $(BENCH_LOCAL_SPLIT_ARGS)

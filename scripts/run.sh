@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `make run`: install what is missing, migrate the store, start every component under honcho,
-# wait for the gateway's /readyz, print how to call it. Ctrl-C / SIGTERM stops everything.
+# `make run`: install what is missing, migrate the store, start every component under honcho
+# (each Procfile line kept alive by scripts/respawn.sh: restarted with backoff when it dies), wait
+# for the gateway's and the worker's /readyz (the gateway's covers realtime_svc, async_svc and the
+# realtime Triton; the worker's the batch Triton), print how to call it. Ctrl-C / SIGTERM stops
+# everything.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$PRECIS_ROOT"
@@ -22,7 +25,7 @@ export PRECIS_TOKENIZER_PATH="${PRECIS_TOKENIZER_PATH:-$PRECIS_CACHE/tokenizer/s
 # Redis; one on this machine's $PRECIS_REDIS_PORT (redis://127.0.0.1:6379/0 by default) is started
 # here too (devstack/redis.py: loopback only, no persistence). `PRECIS_RATE_LIMIT_STORAGE_URI=redis`
 # is short for that one.
-procs=(kafka triton smtp realtime async worker notifier gateway)
+procs=(kafka triton triton-batch smtp realtime async worker notifier gateway)
 local_redis="redis://127.0.0.1:$PRECIS_REDIS_PORT/0"
 [ "${PRECIS_RATE_LIMIT_STORAGE_URI:-}" = redis ] && export PRECIS_RATE_LIMIT_STORAGE_URI="$local_redis"
 case "${PRECIS_RATE_LIMIT_STORAGE_URI:-}" in
@@ -39,7 +42,7 @@ trap stop INT TERM
 
 url="http://127.0.0.1:$PRECIS_GATEWAY_PORT"
 deadline=$(( $(date +%s) + ${PRECIS_READY_TIMEOUT:-600} ))
-until curl -fsS "$url/readyz" >/dev/null 2>&1; do
+until curl -fsS "$url/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$PRECIS_WORKER_PORT/readyz" >/dev/null 2>&1; do
   if ! kill -0 "$sup" 2>/dev/null; then log "a component exited during start-up (see above)"; exit 1; fi
   if [ "$(date +%s)" -gt "$deadline" ]; then log "not ready after ${PRECIS_READY_TIMEOUT:-600}s"; stop; fi
   sleep 1
@@ -53,6 +56,8 @@ cat >&2 <<MSG
        -H 'Content-Type: application/json' \\
        -d '{"text": "The city council voted on Tuesday to extend the bike lane network by 40 km over three years, citing a 25% rise in cycling since 2020."}'
 
+  Realtime Triton :$PRECIS_TRITON_HTTP_PORT (configs/realtime.pbtxt), batch Triton :$PRECIS_BATCH_TRITON_HTTP_PORT
+  (configs/batch.pbtxt, CPU priority ${PRECIS_BATCH_TRITON_CPU_PRIORITY:-idle}). A component that dies is restarted.
   Mail sent by the notifier lands in $PRECIS_VAR_DIR/mail/.  Ctrl-C stops everything.
 
 MSG

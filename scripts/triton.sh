@@ -10,6 +10,12 @@
 #   PRECIS_TRITON_HTTP_PORT=8000  PRECIS_TRITON_GRPC_PORT=8001  PRECIS_TRITON_METRICS_PORT=8002
 #   PRECIS_TRITON_MODEL_REPOSITORY=<repo>/model_repository
 #   PRECIS_TRITON_LOG_VERBOSE=0   PRECIS_TRITON_EXIT_TIMEOUT_S=10
+#   PRECIS_TRITON_MODEL_CONFIG_NAME=   (empty: summarizer/config.pbtxt; `realtime` / `batch`:
+#       summarizer/configs/<name>.pbtxt through --model-config-name; `make run` starts one of each)
+#   PRECIS_TRITON_CPU_PRIORITY=normal  normal | nice (nice 19) | idle (SCHED_IDLE, `chrt -i 0`):
+#       the CPU priority of the server and of everything it starts (the python backend stubs, where
+#       the model runs, inherit it). `make run` runs the batch server at idle: on shared cores it
+#       only gets the cycles the realtime path leaves (docs/architecture.md, bench/local_split_bench.py)
 #   PRECIS_VENV=$PRECIS_CACHE/venv (PRECIS_CACHE: scripts/cache.sh)
 #   Model settings: PRECIS_MODEL_PATH, PRECIS_MODEL_DEVICE, PRECIS_MODEL_DTYPE, ... (see
 #   model_repository/summarizer/1/summarizer_engine/config.py); they reach model.py through the env.
@@ -28,8 +34,25 @@ MODEL_REPOSITORY="${PRECIS_TRITON_MODEL_REPOSITORY:-$ROOT/model_repository}"
 # test server and a `make run` server can coexist on one machine.
 SHM_PREFIX="precis_triton_${GRPC_PORT}_"
 
-echo "[triton.sh] $TRITON_BIN http=$HTTP_PORT grpc=$GRPC_PORT metrics=$METRICS_PORT repo=$MODEL_REPOSITORY venv=$PRECIS_VENV"
-exec "$TRITON_BIN" \
+CONFIG_NAME="${PRECIS_TRITON_MODEL_CONFIG_NAME:-}"
+config_args=()
+if [[ -n "$CONFIG_NAME" ]]; then
+  if [[ ! -f "$MODEL_REPOSITORY/summarizer/configs/$CONFIG_NAME.pbtxt" ]]; then
+    echo "[triton.sh] no model config $MODEL_REPOSITORY/summarizer/configs/$CONFIG_NAME.pbtxt" >&2
+    exit 2
+  fi
+  config_args=(--model-config-name="$CONFIG_NAME")
+fi
+case "${PRECIS_TRITON_CPU_PRIORITY:-normal}" in
+  normal) prio=() ;;
+  nice) prio=(nice -n 19) ;;
+  idle) prio=(chrt --idle 0) ;;
+  *) echo "[triton.sh] PRECIS_TRITON_CPU_PRIORITY must be normal, nice or idle" >&2; exit 2 ;;
+esac
+
+echo "[triton.sh] $TRITON_BIN http=$HTTP_PORT grpc=$GRPC_PORT metrics=$METRICS_PORT repo=$MODEL_REPOSITORY config=${CONFIG_NAME:-config.pbtxt} priority=${PRECIS_TRITON_CPU_PRIORITY:-normal} venv=$PRECIS_VENV"
+# nice/chrt exec the server in turn: the supervisor's pid is still tritonserver's.
+exec "${prio[@]}" "$TRITON_BIN" \
   --model-repository="$MODEL_REPOSITORY" \
   --backend-directory="$TRITON_BACKEND_DIR" \
   --backend-config="python,shm-region-prefix-name=$SHM_PREFIX" \
@@ -44,4 +67,5 @@ exec "$TRITON_BIN" \
   --exit-timeout-secs="${PRECIS_TRITON_EXIT_TIMEOUT_S:-10}" \
   --log-verbose="${PRECIS_TRITON_LOG_VERBOSE:-0}" \
   --log-info=true \
+  "${config_args[@]}" \
   "$@"

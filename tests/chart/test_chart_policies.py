@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from .conftest import PROFILES, name
+from .conftest import PROFILES, REPO, name
 
 pytestmark = pytest.mark.chart
 
@@ -115,11 +115,66 @@ def test_cpu_profile_has_no_gpu_anything(render):
     assert env_of(triton)["PRECIS_MODEL_DEVICE"]["value"] == "cpu"
     assert "PRECIS_MODEL_PATH" not in env_of(triton)  # the GGUF baked into the image
     worker = r.get("Deployment", name("worker"))["spec"]["template"]["spec"]
-    # shares the realtime Triton: its one init container migrates the bundled PostgreSQL
-    assert [c["name"] for c in worker.get("initContainers", [])] == ["migrate"]
+    # its own batch Triton (sidecar), after the init container that migrates the bundled PostgreSQL
+    assert [c["name"] for c in worker.get("initContainers", [])] == ["migrate", "triton"]
     cm = r.get("ConfigMap", name("config"))["data"]
-    assert cm["PRECIS_TRITON_GRPC_URL"] == f"{name('triton')}:8001"
-    assert "kind: KIND_CPU" in r.get("ConfigMap", name("triton-realtime-model"))["data"]["config.pbtxt"]
+    assert cm["PRECIS_TRITON_GRPC_URL"] == f"{name('triton')}:8001"  # realtime_svc's
+    for pool in ("realtime", "batch"):
+        assert "kind: KIND_CPU" in r.get("ConfigMap", name(f"triton-{pool}-model"))["data"]["config.pbtxt"]
+
+
+def _pbtxt_batching(text: str) -> dict[str, object]:
+    """The batching/queue settings of a config.pbtxt, rendered or in model_repository/."""
+    nums = ("max_batch_size", "max_queue_delay_microseconds", "max_queue_size", "default_timeout_microseconds")
+    out: dict[str, object] = {k: int(re.search(rf"^\s*{k}: (\d+)", text, re.M).group(1)) for k in nums}
+    pref = re.search(r"preferred_batch_size: \[([^\]]*)\]", text).group(1)
+    out["preferred_batch_size"] = [int(x) for x in pref.split(",")]
+    out["kind"] = re.search(r"kind: (KIND_\w+)", text).group(1)
+    return out
+
+
+def test_cpu_profile_splits_realtime_and_batch_tritons_like_make_run(render):
+    """The CPU profile runs the two Tritons `make run` runs: the realtime Deployment with
+    configs/realtime.pbtxt's batching, a batch sidecar in the worker pod with configs/batch.pbtxt's,
+    at SCHED_IDLE and with a CPU request a tenth of the realtime pod's (its cgroup weight)."""
+    r = render("cpu")
+    repo = REPO / "model_repository/summarizer/configs"
+    for pool in ("realtime", "batch"):
+        rendered = r.get("ConfigMap", name(f"triton-{pool}-model"))["data"]["config.pbtxt"]
+        assert _pbtxt_batching(rendered) == _pbtxt_batching((repo / f"{pool}.pbtxt").read_text()), pool
+
+    rt = r.get("Deployment", name("triton"))["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in rt  # normal priority: the image's entrypoint
+    worker = r.get("Deployment", name("worker"))["spec"]["template"]["spec"]
+    sidecar = next(c for c in worker["initContainers"] if c["name"] == "triton")
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["command"] == ["chrt", "--idle", "0", "tritonserver"]
+    assert env_of(sidecar)["PRECIS_MODEL_THREADS"]["value"] == "2"
+    assert env_of(rt)["PRECIS_MODEL_THREADS"]["value"] == "2"
+    (w,) = worker["containers"]
+    assert env_of(w)["PRECIS_TRITON_GRPC_URL"]["value"] == "127.0.0.1:8001"
+
+    def millicores(q: str) -> float:
+        return float(q[:-1]) if q.endswith("m") else float(q) * 1000
+
+    assert millicores(rt["resources"]["requests"]["cpu"]) >= 10 * millicores(sidecar["resources"]["requests"]["cpu"])
+    # the realtime Triton takes inference calls from realtime_svc only (workers have their own)
+    np_rules = r.get("NetworkPolicy", name("triton"))["spec"]["ingress"]
+    comps = {
+        p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in np_rules
+        for p in rule["from"]
+        if "podSelector" in p
+    }
+    assert comps == {"realtime"}
+
+
+@pytest.mark.parametrize("priority, command", [("nice", ["nice", "-n", "19", "tritonserver"]), ("normal", None)])
+def test_triton_cpu_priority_values(render, priority, command):
+    r = render("cpu", "--set", f"triton.batch.cpuPriority={priority}")
+    worker = r.get("Deployment", name("worker"))["spec"]["template"]["spec"]
+    sidecar = next(c for c in worker["initContainers"] if c["name"] == "triton")
+    assert sidecar.get("command") == command
 
 
 @pytest.mark.parametrize(
@@ -372,7 +427,8 @@ def test_triton_reachable_only_from_its_clients(render):
         if "podSelector" in p
     }
     assert comps == {"realtime"}
-    np = render("cpu").get("NetworkPolicy", name("triton"))
+    # workers share the realtime Triton only when they have no batch sidecar (no profile does now)
+    np = render("cpu", "--set", "triton.batch.sidecar=false").get("NetworkPolicy", name("triton"))
     comps = {
         p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
         for rule in np["spec"]["ingress"]

@@ -1,11 +1,12 @@
-"""Boot the whole stack exactly as `make run` does (scripts/run.sh under honcho), once per session."""
+"""Boot the whole stack exactly as `make run` does (scripts/run.sh under honcho: two Tritons,
+realtime and batch, so a realtime test never waits behind earlier tests' async jobs), once per
+session."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,27 +30,10 @@ class Stack:
 
     def ports(self) -> list[int]:
         p = self.port_map
-        return [*p.services, p.triton_http, p.triton_grpc, p.triton_metrics, p.kafka, p.smtp, p.of("PRECIS_REDIS_PORT")]
+        return [*p.services, *p.triton, p.kafka, p.smtp, p.of("PRECIS_REDIS_PORT")]
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.dev_key}"}
-
-    def wait_idle(self, timeout_s: float = 600) -> None:
-        """Until no job is queued, running or cancelling (the store of `make run`).
-
-        Locally one Triton serves both paths (issue #11 item 1 is to split them), so a realtime
-        request sent while earlier tests' async jobs drain waits behind their batches and can hit
-        its 30 s deadline. A test of the realtime call itself waits for the backlog first."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with sqlite3.connect(self.var / "precis.db", timeout=30) as db:
-                (busy,) = db.execute(
-                    "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running', 'cancelling')"
-                ).fetchone()
-            if busy == 0:
-                return
-            assert time.monotonic() < deadline, f"{busy} jobs still unfinished after {timeout_s:g} s"
-            time.sleep(1)
 
 
 @pytest.fixture(scope="session")

@@ -304,6 +304,13 @@ affinity:
 - name: {{ .name }}
   image: {{ include "precis.image" (dict "ctx" $ctx "image" $ctx.Values.image.triton) }}
   imagePullPolicy: {{ $ctx.Values.image.triton.pullPolicy }}
+  {{- $prio := .pool.cpuPriority | default "normal" }}
+  {{- if ne $prio "normal" }}
+  # CPU priority of the server and of the python backend stubs it starts (they inherit it):
+  # triton.<pool>.cpuPriority. Lowering one's own priority needs no capability. On a node the
+  # pools share (the CPU profile), the batch server takes only what the realtime path leaves.
+  command: {{ ternary (list "chrt" "--idle" "0" "tritonserver") (list "nice" "-n" "19" "tritonserver") (eq $prio "idle") | toJson }}
+  {{- end }}
   {{- if .sidecar }}
   # Native sidecar (Kubernetes >= 1.29): starts (and passes its startup probe) before the
   # worker, and stops only after the worker has drained.
