@@ -252,3 +252,18 @@ async def test_async_client_reuses_the_key_and_awaits_async_callbacks() -> None:
     assert seen == [1, 2]
     keys = {r.headers["idempotency-key"] for r in script.requests if r.method == "POST"}
     assert len(keys) == 1 and len([r for r in script.requests if r.method == "POST"]) == 2
+
+
+def test_a_spilled_short_text_comes_back_as_a_job_naming_why() -> None:
+    body = {
+        "id": JOB,
+        "mode": "async",
+        "status": "queued",
+        "status_url": f"{URL}/v1/summaries/{JOB}",
+        "route_reason": "spilled_over",
+        "spill_reason": "realtime_at_capacity",
+    }
+    c, _ = client(Script(httpx.Response(202, json=body)))
+    job = c.summarize("A short paragraph.")  # mode=auto
+    assert isinstance(job, AsyncAccepted)
+    assert (job.route_reason, job.spill_reason) == ("spilled_over", "realtime_at_capacity")

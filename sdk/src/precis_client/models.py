@@ -58,6 +58,10 @@ class AsyncAccepted(_Model):
     mode: Literal["async"] = "async"
     status: JobStatus
     status_url: str
+    # Why it is a job: "explicit" (mode=async), "threshold" (mode=auto, long text) or
+    # "spilled_over" (mode=auto, short, but realtime was full; spill_reason says how).
+    route_reason: str | None = None
+    spill_reason: str | None = None
     # Set by the client from the response: the job already existed for this Idempotency-Key.
     replayed: bool = Field(default=False, exclude=True)
     idempotency_key: str | None = Field(default=None, exclude=True)
