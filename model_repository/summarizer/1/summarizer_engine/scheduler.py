@@ -237,6 +237,8 @@ class InflightScheduler:
 
     def _drop(self, job: Job, kind: str, message: str) -> None:
         """End ``job`` early: release its running rows, forget it, answer it with an error."""
+        if kind == "cancelled":
+            self._log(f"summarizer: request cancelled, {len(job.rows)} running row(s) freed")
         for row in list(job.rows):
             self.engine.release(row)
         with self._cond:
