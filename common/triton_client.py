@@ -9,6 +9,7 @@ carrying one request and its one final response. A stream works for a non-decoup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -179,10 +180,10 @@ async def _one_response(client: grpcclient.InferenceServerClient, request: dict[
     error, a gRPC failure (UNAVAILABLE, DEADLINE_EXCEEDED: the stream's deadline is the call's
     timeout) or a stream that ends without an answer raise InferenceServerException.
 
-    The request side stays open until the response is in (it ends when this returns): the
-    server then sees one request and no half-close while it generates. Leaving early (the
-    caller's task cancelled, the deadline) cancels the stream, which Triton turns into
-    ``request.is_cancelled()`` for the model, so the in-flight scheduler frees the row."""
+    The request side stays open until the response is in: the server sees one request and no
+    half-close while it generates. Leaving early (the caller's task cancelled, the deadline)
+    cancels the stream, which Triton turns into ``request.is_cancelled()`` for the model, so the
+    in-flight scheduler frees the row."""
     answered = asyncio.Event()
 
     async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -190,17 +191,32 @@ async def _one_response(client: grpcclient.InferenceServerClient, request: dict[
         await answered.wait()
 
     stream = client.stream_infer(requests(), stream_timeout=timeout_s)
+    finished = False
     try:
-        async for result, error in stream:
-            if error is not None:
-                raise error
-            return result
-        raise InferenceServerException(msg="the stream ended without a response", status="StatusCode.INTERNAL")
+        try:
+            result, error = await stream.__anext__()
+        except StopAsyncIteration:
+            raise InferenceServerException(
+                msg="the stream ended without a response", status="StatusCode.INTERNAL"
+            ) from None
+        if error is not None:
+            raise error
+        # Finish the stream cleanly: end the request side (half-close) and read the server's end
+        # (it closes once nothing is pending). A stream cancelled after its answer kept the model
+        # referenced in Triton 2.51, so a SIGTERM'd server waited its whole exit timeout to unload.
+        answered.set()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                async for _ in stream:
+                    pass
+                finished = True
+        return result
     except grpc.RpcError as exc:
         raise _grpc_error(exc) from None
     finally:
         answered.set()
-        stream.cancel()
+        if not finished:
+            stream.cancel()
 
 
 def _grpc_error(exc: grpc.RpcError) -> InferenceServerException:

@@ -84,6 +84,10 @@ class InflightScheduler:
         self._thread: threading.Thread | None = None
         self._last_cancel_poll = 0.0
         self.steps = 0  # decode steps run (stats)
+        # seconds spent per part of the loop since the last stats line (stats_every_s)
+        self.stats_every_s = 30.0
+        self._times = {"step": 0.0, "admit": 0.0, "cancel_poll": 0.0, "on_step": 0.0, "answer": 0.0}
+        self._stats_since = time.monotonic()
 
     # ------------------------------------------------------------------ callers' side
     def start(self) -> None:
@@ -140,10 +144,16 @@ class InflightScheduler:
                 if self._stopping:
                     return
             try:
+                t0 = time.perf_counter()
                 self._admit()
+                t1 = time.perf_counter()
                 self._poll_cancelled()
+                t2 = time.perf_counter()
+                self._times["admit"] += t1 - t0
+                self._times["cancel_poll"] += t2 - t1
                 if self.engine.active_rows():
                     self._step()
+                self._stats()
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 self._log(f"summarizer engine loop error (continuing): {_format_exc()}")
                 time.sleep(0.05)
@@ -175,6 +185,15 @@ class InflightScheduler:
                     self._running.append(job)
                 self._cond.notify_all()
 
+    def _stats(self) -> None:
+        now = time.monotonic()
+        if now - self._stats_since < self.stats_every_s:
+            return
+        parts = " ".join(f"{k}={v:.2f}s" for k, v in self._times.items())
+        self._log(f"summarizer engine loop, last {now - self._stats_since:.0f}s: steps={self.steps} {parts}")
+        self._times = dict.fromkeys(self._times, 0.0)
+        self._stats_since = now
+
     def _poll_cancelled(self) -> None:
         now = time.monotonic()
         if now - self._last_cancel_poll < self.cancel_poll_s:
@@ -188,6 +207,7 @@ class InflightScheduler:
 
     def _step(self) -> None:
         n = self.engine.active_rows()
+        t0 = time.perf_counter()
         try:
             out = self.engine.step()
         except Exception as exc:  # noqa: BLE001 - fail the jobs of this batch, keep serving
@@ -198,12 +218,16 @@ class InflightScheduler:
                 self._drop(job, "internal", f"generation failed: {exc}")
             self.engine.reset()
             return
+        t1 = time.perf_counter()
+        self._times["step"] += t1 - t0
         self.steps += 1
         if self._on_step is not None:
             try:
                 self._on_step(n)
             except Exception:  # noqa: BLE001 - metrics never stop generation
                 pass
+        t2 = time.perf_counter()
+        self._times["on_step"] += t2 - t1
         if out.tokens:
             owners = self._owners()
             for row, tok in out.tokens:
@@ -230,6 +254,7 @@ class InflightScheduler:
             self._cond.notify_all()
         for job in complete:
             self._answer(job)
+        self._times["answer"] += time.perf_counter() - t2
 
     def _owners(self) -> dict[Row, Job]:
         with self._cond:
