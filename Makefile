@@ -49,4 +49,10 @@ test-security: install
 clean:
 	rm -rf var/ .pytest_cache
 
+# In-flight vs static batching, Poisson open loop (bench/inflight_bench.py says how) ->
+# bench/results/inflight.{json,png}; a few minutes on 2 cores. Takes the machine-wide CPU lock.
+.PHONY: bench-inflight
+bench-inflight: install
+	flock $(or $(PRECIS_CPU_LOCK),/tmp/precis-cpu.lock) $(PY) -m bench.inflight_bench $(BENCH_INFLIGHT_ARGS)
+
 -include mk/*.mk

@@ -491,7 +491,11 @@ async def amain(args) -> dict:
     clients: list[SummarizerClient] = []
     try:
         procs.append(start_triton(tmp, "triton-default", model_repo(tmp, True), default))
-        procs.append(start_triton(tmp, "triton-nobatch", model_repo(tmp, False), nobatch_ports))
+        # static scheduler too: in-flight batching would batch in the engine loop with or
+        # without the dynamic batcher, and this arm measures generation without batching
+        procs.append(
+            start_triton(tmp, "triton-nobatch", model_repo(tmp, False), nobatch_ports, PRECIS_MODEL_SCHEDULER="static")
+        )
         procs.append(
             start_triton(
                 tmp,

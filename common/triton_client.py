@@ -1,14 +1,22 @@
 """Async client for the ``summarizer`` Triton model (tritonclient gRPC aio), used by realtime_svc and the worker.
 
 One client per process, created by the lifespan and reused by every request (one HTTP/2 channel).
+The model is decoupled (in-flight batching, model_repository/summarizer/1/model.py), which unary
+ModelInfer refuses: each call is one bidirectional ModelStreamInfer stream on that channel,
+carrying one request and its one final response. A stream works for a non-decoupled model too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import KeepAliveOptions
@@ -31,9 +39,21 @@ class TritonFailure(Exception):
         self.kind = kind  # unavailable | overloaded | deadline | invalid | internal
 
 
+# model.py starts its error messages with one of these (a stream's error carries no status code)
+_TAG = re.compile(r"^(?:\[request id: [^\]]*\] )?\[(invalid|internal|unavailable|cancelled)\] ")
+_TAG_KINDS = {"invalid": "invalid", "internal": "internal", "unavailable": "unavailable", "cancelled": "unavailable"}
+# Triton's own INVALID_ARG errors (inputs that do not match the model config), which a stream
+# reports by message only
+_CORE_INVALID = ("unexpected inference input", "unexpected shape", "unexpected datatype", "expected datatype")
+
+
 def _classify(exc: InferenceServerException) -> TritonFailure:
     status = (exc.status() or "").upper()
     msg = exc.message() or str(exc)
+    tagged = _TAG.match(msg)
+    if tagged:
+        # the model's own error: its kind, and the message as the model meant it (tag removed)
+        return TritonFailure(_TAG_KINDS[tagged.group(1)], msg[tagged.end() :])
     low = msg.lower()
     if "queue" in low and ("maximum" in low or "full" in low or "exceeds" in low):
         return TritonFailure("overloaded", msg)
@@ -41,7 +61,7 @@ def _classify(exc: InferenceServerException) -> TritonFailure:
         return TritonFailure("overloaded", msg)
     if "DEADLINE" in status or "deadline" in low:
         return TritonFailure("deadline", msg)
-    if "INVALID_ARG" in status or "INVALID" in status:
+    if "INVALID_ARG" in status or "INVALID" in status or any(s in low for s in _CORE_INVALID):
         return TritonFailure("invalid", msg)
     if "UNAVAILABLE" in status or "connect" in low or "unavailable" in low:
         # not reached (a pod that just stopped listening, or none yet): the call was not run
@@ -129,17 +149,17 @@ class SummarizerClient:
         inputs[1].set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
         inputs[2].set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
         outputs = [grpcclient.InferRequestedOutput(n) for n in ("SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL")]
+        request = {
+            "model_name": self.model,
+            "inputs": inputs,
+            "outputs": outputs,
+            "request_id": request_id,
+            # Server-side queue timeout too, so a request we stopped waiting for is dropped there.
+            "timeout": int(timeout_s * 1_000_000),
+        }
         client = self.client
         try:
-            res = await client.infer(
-                self.model,
-                inputs,
-                outputs=outputs,
-                client_timeout=timeout_s,
-                request_id=request_id,
-                # Server-side queue timeout too, so a request we stopped waiting for is dropped there.
-                timeout=int(timeout_s * 1_000_000),
-            )
+            res = await _one_response(client, request, timeout_s)
         except InferenceServerException as exc:
             failure = _classify(exc)
             if failure.kind == "unavailable":  # see _classify: this connection must be replaced
@@ -153,3 +173,54 @@ class SummarizerClient:
             output_tokens=int(res.as_numpy("OUTPUT_TOKENS").reshape(-1)[0]),
             model=model.decode() if isinstance(model, bytes) else str(model),
         )
+
+
+async def _one_response(client: grpcclient.InferenceServerClient, request: dict[str, Any], timeout_s: float) -> Any:
+    """Send ``request`` on a new stream and return its final response (an InferResult); its
+    error, a gRPC failure (UNAVAILABLE, DEADLINE_EXCEEDED: the stream's deadline is the call's
+    timeout) or a stream that ends without an answer raise InferenceServerException.
+
+    The request side stays open until the response is in: the server sees one request and no
+    half-close while it generates. Leaving early (the caller's task cancelled, the deadline)
+    cancels the stream, which Triton turns into ``request.is_cancelled()`` for the model, so the
+    in-flight scheduler frees the row."""
+    answered = asyncio.Event()
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        yield request
+        await answered.wait()
+
+    stream = client.stream_infer(requests(), stream_timeout=timeout_s)
+    finished = False
+    try:
+        try:
+            result, error = await stream.__anext__()
+        except StopAsyncIteration:
+            raise InferenceServerException(
+                msg="the stream ended without a response", status="StatusCode.INTERNAL"
+            ) from None
+        if error is not None:
+            raise error
+        # Finish the stream cleanly: end the request side (half-close) and read the server's end
+        # (it closes once nothing is pending). A stream cancelled after its answer kept the model
+        # referenced in Triton 2.51, so a SIGTERM'd server waited its whole exit timeout to unload.
+        answered.set()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                async for _ in stream:
+                    pass
+                finished = True
+        return result
+    except grpc.RpcError as exc:
+        raise _grpc_error(exc) from None
+    finally:
+        answered.set()
+        if not finished:
+            stream.cancel()
+
+
+def _grpc_error(exc: grpc.RpcError) -> InferenceServerException:
+    """tritonclient's form of a gRPC failure (what its unary calls raise): status StatusCode.X."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return InferenceServerException(msg=details or str(code), status=str(code))

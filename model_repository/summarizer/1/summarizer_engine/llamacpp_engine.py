@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from .base import LOG, BaseEngine, Prepared, Result
+from .base import LOG, BaseEngine, Prepared, Result, Row, StepOutput
 from .config import LLAMACPP_WEIGHTS, ConfigError, EngineConfig
 from .text import clean_summary
 
@@ -53,6 +54,8 @@ class LlamaCppEngine(BaseEngine):
         self.n_vocab = 0
         self.n_batch = 1024
         self.ctx_per_seq = 0
+        self._active: list[Row] = []  # running rows of the step API, in admission order
+        self._free_slots: list[int] = list(range(config.max_batch))
 
     def load(self) -> None:
         import llama_cpp as L
@@ -230,8 +233,12 @@ class LlamaCppEngine(BaseEngine):
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def generate(self, items: Sequence[Prepared]) -> list[Result]:
+        """Static batching on the step API: start every row, step until all are done (in rounds
+        of ``max_batch`` rows). Not while the in-flight scheduler has rows running."""
         if not items:
             return []
+        if self._active:
+            raise RuntimeError("generate() while rows of the step API are running")
         out: list[Result] = []
         step = self.config.max_batch
         for start in range(0, len(items), step):
@@ -239,70 +246,136 @@ class LlamaCppEngine(BaseEngine):
         return out
 
     def _generate(self, items: Sequence[Prepared]) -> list[Result]:
-        import numpy as np
+        self._L.llama_memory_clear(self._mem, True)
+        rows = []
+        try:
+            for it in items:
+                rows.append(self.start(it))
+            while self._active:
+                self.step()
+        finally:
+            self.reset()
+        return [r.result for r in rows]  # type: ignore[misc]
 
-        L = self._L
-        n = len(items)
-        L.llama_memory_clear(self._mem, True)
-        for it in items:
-            if len(it.prompt_ids) + it.max_tokens > self.ctx_per_seq:
-                raise RuntimeError(f"prompt of {len(it.prompt_ids)} tokens + {it.max_tokens} exceeds the KV budget")
-        stop = set(self.stop_ids)
-        seen = [set(it.prompt_ids) for it in items]
-        penalties = [self.penalty_for(it.language) for it in items]
-        generated: list[list[int]] = [[] for _ in items]
-        done = [False] * n
-        hit_eos = [False] * n
-        pos = [len(it.prompt_ids) for it in items]
-        next_logits: dict[int, Any] = {}
+    # ---------------------------------------------------------------- step API (in-flight batching)
+    # One row is one llama.cpp sequence: its slot is its seq_id, so with the non-unified KV cache
+    # its own KV stream. A row joining mid-flight is prefilled on its own, exactly as a static
+    # batch prefills each row (the same ubatches whatever else runs); decode steps then carry one
+    # token per running row, and flash attention keeps a row's sums independent of the others'
+    # KV lengths (see ``load``). A row leaving frees its stream with llama_memory_seq_rm, which
+    # also moves the stream's search head back to cell 0, so a later row in that slot gets the
+    # same cells, in the same order, as in a fresh context (tests/triton/test_engine_llamacpp.py
+    # checks joins and slot reuse against the row alone, token for token).
+    supports_inflight = True
 
-        # prefill: one row at a time, so a prompt is always split into the same ubatches whatever
-        # else is in the batch (packing rows together changed the kernels' shapes and so the numbers)
-        for row, it in enumerate(items):
-            ids = it.prompt_ids
+    def free_rows(self) -> int:
+        return len(self._free_slots)
+
+    def active_rows(self) -> int:
+        return len(self._active)
+
+    def start(self, item: Prepared) -> Row:
+        """Prefill ``item``'s prompt into the lowest free slot (lowest: a static batch of n rows
+        uses slots 0..n-1, as before the step API). Its first token is chosen by the next step."""
+        if not self._free_slots:
+            raise RuntimeError("no free row")
+        if len(item.prompt_ids) + item.max_tokens > self.ctx_per_seq:
+            raise RuntimeError(f"prompt of {len(item.prompt_ids)} tokens + {item.max_tokens} exceeds the KV budget")
+        slot = self._free_slots.pop(0)
+        try:
+            # empty already (a leaving row freed it); a no-op that makes sure of it
+            self._L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+            ids = item.prompt_ids
+            logits = None
+            # one row at a time, so a prompt is always split into the same ubatches whatever else is
+            # in the batch (packing rows together changed the kernels' shapes and so the numbers)
             for s0 in range(0, len(ids), self.n_batch):
                 chunk = [
-                    (tok, s0 + j, row, s0 + j == len(ids) - 1) for j, tok in enumerate(ids[s0 : s0 + self.n_batch])
+                    (tok, s0 + j, slot, s0 + j == len(ids) - 1) for j, tok in enumerate(ids[s0 : s0 + self.n_batch])
                 ]
                 self._decode_batch(chunk)
                 if chunk[-1][3]:
-                    next_logits[row] = self._logits(len(chunk) - 1)
+                    logits = self._logits(len(chunk) - 1)
+        except BaseException:
+            self._L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+            self._free_slots.append(slot)
+            self._free_slots.sort()
+            raise
+        row = Row(item=item, slot=slot)
+        row.state = _RowState(seen=set(ids), penalty=self.penalty_for(item.language), pos=len(ids), logits=logits)
+        self._active.append(row)
+        return row
 
-        while True:
-            feed: list[tuple[int, int, int, bool]] = []
-            for row in range(n):
-                if done[row]:
-                    continue
-                logits = next_logits.pop(row)
-                p = penalties[row]
-                if p != 1.0 and seen[row]:
-                    idx = np.fromiter(seen[row], dtype=np.int64)
-                    vals = logits[idx]
-                    logits[idx] = np.where(vals < 0, vals * p, vals / p)
-                tok = int(np.argmax(logits))
-                if tok in stop:
-                    done[row] = hit_eos[row] = True
-                    continue
-                generated[row].append(tok)
-                seen[row].add(tok)
-                if len(generated[row]) >= items[row].max_tokens:
-                    done[row] = True
-                    continue
-                feed.append((tok, pos[row], row, True))
-                pos[row] += 1
-            if not feed:
-                break
+    def step(self) -> StepOutput:
+        """Choose each running row's next token from its pending logits (greedy, repetition
+        penalty with HF semantics), end the rows that hit a stop token or their budget, then one
+        ``llama_decode`` of one token per remaining row for the logits of the next step."""
+        import numpy as np
+
+        stop = set(self.stop_ids)
+        tokens: list[tuple[Row, int]] = []
+        finished: list[Row] = []
+        feed: list[tuple[int, int, int, bool]] = []
+        fed: list[Row] = []
+        for row in self._active:
+            st = row.state
+            logits, st.logits = st.logits, None
+            p = st.penalty
+            if p != 1.0 and st.seen:
+                idx = np.fromiter(st.seen, dtype=np.int64)
+                vals = logits[idx]
+                logits[idx] = np.where(vals < 0, vals * p, vals / p)
+            tok = int(np.argmax(logits))
+            if tok in stop:
+                st.hit_eos = True
+                finished.append(row)
+                continue
+            row.tokens.append(tok)
+            st.seen.add(tok)
+            tokens.append((row, tok))
+            if len(row.tokens) >= row.item.max_tokens:
+                finished.append(row)
+                continue
+            feed.append((tok, st.pos, row.slot, True))
+            fed.append(row)
+            st.pos += 1
+        # finished rows leave before the decode: their slots are free for the next admissions
+        for row in finished:
+            cut = row.tokens
+            truncated = not row.state.hit_eos and len(cut) >= row.item.max_tokens
+            row.result = Result(clean_summary(self._decode(cut), truncated), row.item.input_tokens, len(cut))
+            row.done = True
+            self._free(row)
+        if feed:
             self._decode_batch(feed)
-            for i, entry in enumerate(feed):
-                next_logits[entry[2]] = self._logits(i)
+            for i, row in enumerate(fed):
+                row.state.logits = self._logits(i)
+        return StepOutput(tokens, finished)
 
-        L.llama_memory_clear(self._mem, True)
-        results = []
-        for row, it in enumerate(items):
-            cut = generated[row]
-            truncated = not hit_eos[row] and len(cut) >= it.max_tokens
-            results.append(Result(clean_summary(self._decode(cut), truncated), it.input_tokens, len(cut)))
-        return results
+    def release(self, row: Row) -> None:
+        if row in self._active:
+            self._free(row)
+
+    def reset(self) -> None:
+        for row in list(self._active):
+            self._free(row)
+        self._L.llama_memory_clear(self._mem, True)
+        self._free_slots = list(range(self.config.max_batch))
+
+    def _free(self, row: Row) -> None:
+        self._active.remove(row)
+        self._L.llama_memory_seq_rm(self._mem, row.slot, -1, -1)
+        self._free_slots.append(row.slot)
+        self._free_slots.sort()
+
+
+@dataclass
+class _RowState:
+    seen: set[int]  # prompt and output tokens so far (the repetition penalty's set)
+    penalty: float
+    pos: int  # position of the next token fed
+    logits: Any  # logits for the row's next token (numpy, n_vocab), None while none are pending
+    hit_eos: bool = False
 
 
 def ctypes_buffer(n: int):
