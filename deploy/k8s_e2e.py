@@ -417,6 +417,13 @@ def rollouts_under_load(c: Cluster, ns: str, gw: str, key: str, res: dict) -> No
             timeout=1000,
         )
         res["helm_upgrade_s"] = round(time.monotonic() - t1, 1)
+        # helm's --wait counts a Deployment ready at its minimum availability, and the worker's is
+        # 0 (maxUnavailable 1: a GPU pool has no spare GPU for a surge pod). Its new pod starts its
+        # batch Triton sidecar (at SCHED_IDLE on CPU) before the worker, so wait for every rollout.
+        deployments = c.apps.list_namespaced_deployment(ns, label_selector=f"app.kubernetes.io/instance={RELEASE}")
+        for d in deployments.items:
+            c.k("-n", ns, "rollout", "status", f"deployment/{d.metadata.name}", "--timeout", "10m", timeout=700)
+        res["helm_upgrade_rolled_out_s"] = round(time.monotonic() - t1, 1)
         windows["helm upgrade"] = (t1, time.monotonic())
         time.sleep(5)
     cm = c.core.read_namespaced_config_map(f"{RELEASE}-config", ns)
