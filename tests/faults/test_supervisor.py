@@ -170,8 +170,12 @@ def kill_and_wait_back(st: Supervised, find: Callable[[], psutil.Process], ready
 
     wait_until(back, timeout, f"a new {name} (old pid {old.pid}) ready at {ready_url}", st.proc)
     took = time.monotonic() - t0
-    left = [k.pid for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"children of the killed {name} outlived it: {left}"
+    # A Triton's python stub notices its server is gone and leaves after its engine loop's current
+    # step (a prefill of up to 2048 tokens, at SCHED_IDLE on a busy machine: seconds). Seen in
+    # make test-faults: one stub still up the moment the new server was ready. Bounded at 30 s.
+    _, alive = psutil.wait_procs(kids, timeout=30)
+    left = [k.pid for k in alive if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"children of the killed {name} outlived it by 30 s: {left}"
     return took
 
 
