@@ -9,6 +9,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # (tests/security/test_rate_limits.py).
         PRECIS_RATE_LIMIT_FAILED_AUTH_PER_MINUTE="1000000",
     )
-    ports = StackPorts.allocate()  # every port free and this run's alone
+    with running_stack(var, env) as s:
+        yield s
+
+
+@contextmanager
+def running_stack(var: Path, env: dict[str, str]) -> Iterator[Stack]:
+    """The stack booted by scripts/run.sh, as `make run` boots it, on ports of its own (every
+    port free and this run's alone); on exit stopped as Ctrl-C stops `make run`, which must
+    leave no port open."""
+    ports = StackPorts.allocate()
     t0 = time.monotonic()
     proc = launch_stack(ports, env, var / "stack.log")
     s = Stack(ports.url, var, proc, ports)

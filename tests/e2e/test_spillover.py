@@ -10,7 +10,6 @@ it would starve the other end-to-end tests' realtime calls."""
 from __future__ import annotations
 
 import re
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from devstack import StackPorts, child_env, launch_stack, port_open, wait_stack
+from devstack import child_env
 from tests.asserts import assert_problem
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -45,23 +44,8 @@ def small_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         PRECIS_READY_TIMEOUT="600",
         PRECIS_REALTIME_MAX_IN_FLIGHT="1",  # one summary under way fills the realtime path
     )
-    ports = StackPorts.allocate()
-    proc = launch_stack(ports, env, var / "stack.log")
-    s = Stack(ports.url, var, proc, ports)
-    try:
-        wait_stack(proc, ports, 600)
+    with running_stack(var, env) as s:
         yield s
-    finally:
-        proc.p.send_signal(signal.SIGTERM)
-        try:
-            proc.p.wait(60)
-        except Exception:  # noqa: BLE001
-            proc.kill()
-        left = [p for p in s.ports() if port_open(p)]
-        if left:
-            print(proc.tail(80))
-        proc.stop()
-        assert not left, f"ports still open after stopping the stack: {left}"
 
 
 def realtime_in_flight(stack: Stack) -> float:

@@ -34,14 +34,13 @@ from common.outbox import OutboxRelay
 from common.schemas import Estimate, JobParams, JobStatus
 from common.store import Database, Job, OutboxMessage
 from common.tokenization import TokenCounter
-from gateway.app import create_app as create_gateway_app
 from gateway.config import hash_key
-from gateway.deps import State, get_state
+from gateway.deps import State
 from realtime_svc.app import create_app as create_realtime_app
 from realtime_svc.config import RealtimeSettings
 from realtime_svc.deps import State as RealtimeState
 from tests.asserts import assert_problem
-from tests.unit.test_gateway_inprocess import ASYNC, AUTH, KEY, REALTIME, ASGIUpstream, settings
+from tests.unit.test_gateway_inprocess import ASYNC, AUTH, KEY, REALTIME, ASGIUpstream, gateway_client, settings
 from tests.unit.test_realtime_inprocess import ScriptedTriton
 from worker.mapreduce import summarize_document
 
@@ -121,13 +120,7 @@ async def make_stack(tmp_path: Path, counter: TokenCounter, **async_extra: Any) 
         realtime_max_input_tokens=REALTIME_MAX,
     )
     state = State(gw_settings, upstream, counter)
-    gw = create_gateway_app()
-
-    async def test_state() -> State:
-        return state
-
-    gw.dependency_overrides[get_state] = test_state
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw.test")
+    client = gateway_client(state)
     try:
         yield Stack(client, db, triton, counter)
     finally:

@@ -171,14 +171,19 @@ async def make_gateway(counter: TokenCounter, **extra: Any) -> Gateway:
     fakes = FakeUpstreams()
     upstream = ASGIUpstream({REALTIME: fakes.realtime, ASYNC: fakes.asyncsvc})
     state = State(settings(**extra), upstream, counter)
+    return Gateway(gateway_client(state), fakes, upstream, state)
+
+
+def gateway_client(state: State) -> httpx.AsyncClient:
+    """A client of the gateway app in process, ``state`` handed in through its dependency (no
+    lifespan: the caller owns the state's clients)."""
     app = create_app()
 
     async def test_state() -> State:
         return state
 
     app.dependency_overrides[get_state] = test_state
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test")
-    return Gateway(client, fakes, upstream, state)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test")
 
 
 @pytest.fixture

@@ -25,11 +25,10 @@ from common.outbox import OutboxRelay
 from common.store import Database, Job
 from common.store.retention import RetentionSweeper
 from common.tokenization import TokenCounter
-from gateway.app import create_app as create_gateway_app
 from gateway.config import hash_key
-from gateway.deps import State, get_state
+from gateway.deps import State
 from tests.asserts import assert_problem
-from tests.unit.test_gateway_inprocess import ASYNC, AUTH, KEY, REALTIME, ASGIUpstream, settings
+from tests.unit.test_gateway_inprocess import ASYNC, AUTH, KEY, REALTIME, ASGIUpstream, gateway_client, settings
 from worker.config import WorkerSettings
 
 OTHER = {"Authorization": "Bearer k-other"}
@@ -76,13 +75,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     upstream = ASGIUpstream({ASYNC: async_app, REALTIME: async_app})
     keys = SecretStr(json.dumps({hash_key(KEY): "acme", hash_key("k-other"): "other"}))
     state = State(settings(api_keys=keys), upstream, TokenCounter())
-    gw = create_gateway_app()
-
-    async def test_state() -> State:
-        return state
-
-    gw.dependency_overrides[get_state] = test_state
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw.test")
+    client = gateway_client(state)
     try:
         yield Stack(client, db)
     finally:

@@ -38,9 +38,7 @@ from common.settings import DEV_INTERNAL_TOKEN_SECRET
 from common.store import Database, Job
 from common.tokenization import TokenCounter
 from common.triton_client import TritonFailure
-from gateway.app import create_app as create_gateway_app
 from gateway.deps import State as GatewayState
-from gateway.deps import get_state
 from gateway.upstream import UpstreamTimeout
 from realtime_svc.app import create_app as create_realtime_app
 from realtime_svc.config import RealtimeSettings
@@ -55,6 +53,7 @@ from tests.unit.test_gateway_inprocess import (
     SHORT,
     ASGIUpstream,
     Gateway,
+    gateway_client,
     make_gateway,
     post,
     routed,
@@ -378,13 +377,7 @@ async def real(tmp_path: Path, counter: TokenCounter) -> AsyncIterator[Real]:
     set_state(realtime, RealtimeState(rs, triton, counter))  # type: ignore[arg-type]
     upstream = ASGIUpstream({REALTIME: realtime, ASYNC: asyncsvc})
     state = GatewayState(settings(), upstream, counter)
-    app = create_gateway_app()
-
-    async def test_state() -> GatewayState:
-        return state
-
-    app.dependency_overrides[get_state] = test_state
-    gw = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test")
+    gw = gateway_client(state)
     try:
         yield Real(gw, triton, db, upstream)
     finally:
