@@ -99,6 +99,16 @@ class SummaryRequest(BaseModel):
     language: str = Field(default="auto", pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")
     notify: Notify | None = None
     metadata: dict[str, Any] | None = None
+    stream: bool = Field(
+        default=False,
+        strict=True,
+        description=(
+            "true (or the header `Accept: text/event-stream`): the summary comes back as Server-Sent Events, "
+            "`token` events as the text is generated, then one `summary` event (the RealtimeSummary, with "
+            "`timings.ttft_ms`). Realtime only: `mode: auto` is then served realtime whatever the text's "
+            "length (413 over the realtime limit), `mode: async` is refused (422)."
+        ),
+    )
 
     @field_validator("text")
     @classmethod
@@ -307,6 +317,7 @@ class RealtimeRequest(BaseModel):
     max_summary_tokens: int = Field(default=DEFAULT_REALTIME_SUMMARY_TOKENS, ge=1, le=MAX_SUMMARY_TOKENS)
     language: str = "auto"
     request_id: str
+    stream: bool = False  # Server-Sent Events (realtime_svc/routers/summarize.py)
 
 
 class QueueAhead(BaseModel):

@@ -3,7 +3,8 @@
 One client per process, created by the lifespan and reused by every request (one HTTP/2 channel).
 The model is decoupled (in-flight batching, model_repository/summarizer/1/model.py), which unary
 ModelInfer refuses: each call is one bidirectional ModelStreamInfer stream on that channel,
-carrying one request and its one final response. A stream works for a non-decoupled model too.
+carrying one request and its one final response (``summarize_stream``: the request's partial
+responses, its text as generated, before that). A stream works for a non-decoupled model too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,9 +138,9 @@ class SummarizerClient:
         except Exception:  # noqa: BLE001 - readiness only reports
             return False
 
-    async def summarize(
-        self, text: str, max_tokens: int, language: str = "auto", *, timeout_s: float, request_id: str = ""
-    ) -> TritonResult:
+    def _request(
+        self, text: str, max_tokens: int, language: str, timeout_s: float, request_id: str, stream: bool
+    ) -> dict[str, Any]:
         inputs = [
             grpcclient.InferInput("TEXT", [1, 1], "BYTES"),
             grpcclient.InferInput("MAX_TOKENS", [1, 1], "INT32"),
@@ -148,42 +149,101 @@ class SummarizerClient:
         inputs[0].set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
         inputs[1].set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
         inputs[2].set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
-        outputs = [grpcclient.InferRequestedOutput(n) for n in ("SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL")]
-        request = {
+        names = (*_FINAL_OUTPUTS, "TOKEN_TEXT") if stream else _FINAL_OUTPUTS
+        request: dict[str, Any] = {
             "model_name": self.model,
             "inputs": inputs,
-            "outputs": outputs,
+            "outputs": [grpcclient.InferRequestedOutput(n) for n in names],
             "request_id": request_id,
             # Server-side queue timeout too, so a request we stopped waiting for is dropped there.
             "timeout": int(timeout_s * 1_000_000),
         }
+        if stream:
+            request["parameters"] = {"stream": True}  # model.py: partial TOKEN_TEXT responses
+        return request
+
+    async def _failed(self, client: grpcclient.InferenceServerClient, exc: InferenceServerException) -> TritonFailure:
+        failure = _classify(exc)
+        if failure.kind == "unavailable":  # see _classify: this connection must be replaced
+            await self._reconnect(client)
+        return failure
+
+    async def summarize(
+        self, text: str, max_tokens: int, language: str = "auto", *, timeout_s: float, request_id: str = ""
+    ) -> TritonResult:
+        request = self._request(text, max_tokens, language, timeout_s, request_id, stream=False)
         client = self.client
         try:
             res = await _one_response(client, request, timeout_s)
         except InferenceServerException as exc:
-            failure = _classify(exc)
-            if failure.kind == "unavailable":  # see _classify: this connection must be replaced
-                await self._reconnect(client)
-            raise failure from None
-        summary = res.as_numpy("SUMMARY").reshape(-1)[0]
-        model = res.as_numpy("MODEL").reshape(-1)[0]
-        return TritonResult(
-            summary=summary.decode() if isinstance(summary, bytes) else str(summary),
-            input_tokens=int(res.as_numpy("INPUT_TOKENS").reshape(-1)[0]),
-            output_tokens=int(res.as_numpy("OUTPUT_TOKENS").reshape(-1)[0]),
-            model=model.decode() if isinstance(model, bytes) else str(model),
-        )
+            raise await self._failed(client, exc) from None
+        return _result(res)
+
+    async def summarize_stream(
+        self, text: str, max_tokens: int, language: str = "auto", *, timeout_s: float, request_id: str = ""
+    ) -> AsyncGenerator[str | TritonResult]:
+        """The summary as it is generated: text deltas (``str``, the model's raw output, in order),
+        then one :class:`TritonResult` (its ``summary`` cleaned, the same as :meth:`summarize`
+        gives). Failures raise :class:`TritonFailure`, also after some text. Leaving the
+        iteration early (``aclose``, a cancelled task) cancels the request, which frees its row."""
+        request = self._request(text, max_tokens, language, timeout_s, request_id, stream=True)
+        client = self.client
+        try:
+            async with contextlib.aclosing(_responses(client, request, timeout_s)) as responses:
+                async for res in responses:
+                    if not _partial(res):
+                        yield _result(res)
+                        return
+                    yield _text(res, "TOKEN_TEXT")
+        except InferenceServerException as exc:
+            raise await self._failed(client, exc) from None
+        raise TritonFailure("internal", "the stream ended without a summary")
+
+
+_FINAL_OUTPUTS = ("SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL")
+
+
+def _partial(res: Any) -> bool:
+    """A streamed request's partial response (TOKEN_TEXT, no SUMMARY), not its final one."""
+    return res.get_output("SUMMARY") is None and res.get_output("TOKEN_TEXT") is not None
+
+
+def _text(res: Any, name: str) -> str:
+    value = res.as_numpy(name).reshape(-1)[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _result(res: Any) -> TritonResult:
+    return TritonResult(
+        summary=_text(res, "SUMMARY"),
+        input_tokens=int(res.as_numpy("INPUT_TOKENS").reshape(-1)[0]),
+        output_tokens=int(res.as_numpy("OUTPUT_TOKENS").reshape(-1)[0]),
+        model=_text(res, "MODEL"),
+    )
 
 
 async def _one_response(client: grpcclient.InferenceServerClient, request: dict[str, Any], timeout_s: float) -> Any:
     """Send ``request`` on a new stream and return its final response (an InferResult); its
     error, a gRPC failure (UNAVAILABLE, DEADLINE_EXCEEDED: the stream's deadline is the call's
-    timeout) or a stream that ends without an answer raise InferenceServerException.
+    timeout) or a stream that ends without an answer raise InferenceServerException."""
+    async with contextlib.aclosing(_responses(client, request, timeout_s)) as responses:
+        async for res in responses:
+            if not _partial(res):
+                return res
+    raise InferenceServerException(msg="the stream ended without a response", status="StatusCode.INTERNAL")
 
-    The request side stays open until the response is in: the server sees one request and no
-    half-close while it generates. Leaving early (the caller's task cancelled, the deadline)
-    cancels the stream, which Triton turns into ``request.is_cancelled()`` for the model, so the
-    in-flight scheduler frees the row."""
+
+async def _responses(
+    client: grpcclient.InferenceServerClient, request: dict[str, Any], timeout_s: float
+) -> AsyncGenerator[Any]:
+    """Send ``request`` on a new stream and yield its responses (InferResults): a streamed
+    request's partial ones (no SUMMARY), then the final one, after which the stream is closed.
+    Errors raise InferenceServerException (see :func:`_one_response`).
+
+    The request side stays open until the final response is in: the server sees one request and
+    no half-close while it generates. Leaving early (the caller's task cancelled, the deadline,
+    the iteration closed) cancels the stream, which Triton turns into ``request.is_cancelled()``
+    for the model, so the in-flight scheduler frees the row."""
     answered = asyncio.Event()
 
     async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -193,24 +253,30 @@ async def _one_response(client: grpcclient.InferenceServerClient, request: dict[
     stream = client.stream_infer(requests(), stream_timeout=timeout_s)
     finished = False
     try:
-        try:
-            result, error = await stream.__anext__()
-        except StopAsyncIteration:
-            raise InferenceServerException(
-                msg="the stream ended without a response", status="StatusCode.INTERNAL"
-            ) from None
-        if error is not None:
-            raise error
-        # Finish the stream cleanly: end the request side (half-close) and read the server's end
-        # (it closes once nothing is pending). A stream cancelled after its answer kept the model
-        # referenced in Triton 2.51, so a SIGTERM'd server waited its whole exit timeout to unload.
-        answered.set()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
-                async for _ in stream:
-                    pass
-                finished = True
-        return result
+        while True:
+            try:
+                result, error = await stream.__anext__()
+            except StopAsyncIteration:
+                raise InferenceServerException(
+                    msg="the stream ended without a response", status="StatusCode.INTERNAL"
+                ) from None
+            if error is not None:
+                raise error
+            if _partial(result):
+                yield result
+                continue
+            # Finish the stream cleanly: end the request side (half-close) and read the server's
+            # end (it closes once nothing is pending). A stream cancelled after its answer kept the
+            # model referenced in Triton 2.51, so a SIGTERM'd server waited its whole exit timeout
+            # to unload.
+            answered.set()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    async for _ in stream:
+                        pass
+                    finished = True
+            yield result
+            return
     except grpc.RpcError as exc:
         raise _grpc_error(exc) from None
     finally:

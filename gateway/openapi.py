@@ -42,6 +42,7 @@ from common.schemas import (
     MAX_TEXT_BYTES,
     SummaryRequest,
 )
+from common.streaming import SSE
 
 REF = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearerAuth"
@@ -333,7 +334,19 @@ class Operation:
     # status -> (description, {example name: {summary, value}}, header names)
     responses: dict[int, tuple[str, dict[str, Any], tuple[str, ...]]] = field(default_factory=dict)
     media_type: str = "application/json"  # of the success responses
+    # status -> {media type: media object}: further media types of a success response (the SSE stream)
+    extra_content: dict[int, dict[str, Any]] = field(default_factory=dict)
 
+
+_SSE_EXAMPLE = (
+    'event: token\r\ndata: {"text": "The"}\r\n\r\n'
+    'event: token\r\ndata: {"text": " council"}\r\n\r\n'
+    ": more token events\r\n\r\n"
+    'event: summary\r\ndata: {"id": "0b8f6a1e-2c55-4f0e-9c1d-7a3e5b2f4d60", "mode": "realtime", '
+    '"summary": "The council will extend bike lanes by 40 km over three years.", '
+    '"model": "SmolLM2-135M-Instruct", "usage": {"input_tokens": 43, "output_tokens": 15}, '
+    '"timings": {"tokenize_ms": 0.21, "ttft_ms": 95.3, "inference_ms": 812.4}}\r\n\r\n'
+)
 
 OPERATIONS: dict[str, Operation] = {
     "create_summary": Operation(
@@ -354,6 +367,16 @@ OPERATIONS: dict[str, Operation] = {
             "spilled request returns the same job (`Idempotent-Replayed: true`), even once realtime has "
             "room again. `mode: realtime` is never spilled: **503** `model-overloaded` with "
             "`Retry-After`, as before.\n\n"
+            "**Streaming**: `stream: true`, or `Accept: text/event-stream`, answers **200** "
+            "`text/event-stream` (Server-Sent Events) while the summary is generated: `token` events, each "
+            '`{"text": ...}` with the text generated since the previous one (the model\'s raw output), '
+            "then one `summary` event whose data is the `RealtimeSummary` (the cleaned summary, exactly the "
+            "unstreamed one, with `timings.ttft_ms`, the time to the first token). A failure before the "
+            "first token is an ordinary problem+json answer (the statuses below); one after it ends the "
+            "stream with an `error` event whose data is the `Problem`. A stream is realtime only: "
+            "`mode: async` with `stream: true` is a **422**, a `mode: auto` text is served realtime "
+            "whatever its length (**413** `text-too-long-for-realtime` over the realtime limit) and is "
+            "never spilled over. Closing the connection cancels the generation.\n\n"
             "`?dry_run=true` checks the request exactly as a submit (the same 4xx problems) and answers "
             "**200** with an `Estimate` instead: the route, input tokens, the worker's chunks and model calls, "
             "and an ETA from the workers' recent pace (`eta_s` null, with `eta_basis` saying why, when there "
@@ -379,10 +402,30 @@ OPERATIONS: dict[str, Operation] = {
             "upstream-timeout",
             *UNEXPECTED,
         ),
+        extra_content={
+            200: {
+                SSE: {
+                    "schema": {
+                        "type": "string",
+                        "description": "Server-Sent Events: `token`, then `summary` (or `error`)",
+                    },
+                    "examples": {
+                        "stream": {
+                            "summary": "A streamed realtime summary (`stream: true`)",
+                            "value": _SSE_EXAMPLE,
+                        }
+                    },
+                }
+            }
+        },
         example_path="/v1/summaries",
         request_model=SummaryRequest,
         request_examples={
             "realtime": {"summary": "A paragraph, summarized at once", "value": {"text": _PARAGRAPH}},
+            "stream": {
+                "summary": "A paragraph, streamed as Server-Sent Events",
+                "value": {"text": _PARAGRAPH, "stream": True},
+            },
             "async": {
                 "summary": "A long document as a job, with an email when it is done",
                 "value": {
@@ -696,6 +739,8 @@ def _document(op: dict[str, Any], spec: Operation) -> None:
                 schema["oneOf"] = schema.pop("anyOf")
         if headers:
             resp["headers"] = {h: HEADERS[h] for h in headers}
+    for status, media in spec.extra_content.items():
+        responses.setdefault(str(status), {}).setdefault("content", {}).update(media)
     responses.update(error_responses(spec.errors, spec.example_path))
     op["responses"] = responses
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
@@ -19,6 +20,7 @@ from common.schemas import (
     SpillReason,
     SummaryRequest,
 )
+from common.streaming import SSE, SSE_HEADERS, ClosingStreamingResponse
 from gateway.deps import State
 from gateway.routing import Route
 from gateway.upstream import Upstream, UpstreamDown, UpstreamTimeout, encode_body, forward, upstream_down
@@ -93,6 +95,50 @@ def _refused_before_start(resp: Upstream) -> SpillReason | None:
         return None
 
 
+def _realtime_payload(body: SummaryRequest, rid: str) -> dict[str, Any]:
+    return {
+        "text": body.text,
+        "max_summary_tokens": body.max_summary_tokens or DEFAULT_REALTIME_SUMMARY_TOKENS,
+        "language": body.language,
+        "request_id": rid,
+    }
+
+
+def _unreached(timeout_s: float, exc: Exception) -> Problem:
+    """A realtime call that got no answer: 504 past its time limit, else 503."""
+    if isinstance(exc, UpstreamTimeout):
+        return Problem(504, "upstream-timeout", "Summarization timed out", f"no summary within {timeout_s:g} s")
+    return upstream_down("realtime")
+
+
+async def to_realtime_stream(state: State, body: SummaryRequest, tenant: str) -> Response:
+    """A streamed realtime summary (``stream: true``): realtime_svc's Server-Sent Events relayed
+    byte for byte as they arrive, or its answer before the stream (a problem) as ``to_realtime``
+    relays it. No spill-over: a stream cannot become a job. A client that goes away closes the
+    upstream stream, which cancels the generation (realtime_svc/routers/summarize.py)."""
+    s = state.settings
+    check_realtime(body)
+    url = f"{s.realtime_url}/internal/summarize"
+    data = encode_body({**_realtime_payload(body, str(uuid.uuid4())), "stream": True})
+    try:
+        resp = await state.upstream.open_stream(
+            "POST",
+            url,
+            body=data,
+            headers=await signed(state, "realtime_svc", "POST", url, tenant, data),
+            timeout_s=s.realtime_timeout_s,
+        )
+    except (UpstreamTimeout, UpstreamDown) as exc:
+        raise _unreached(s.realtime_timeout_s, exc) from None
+    if isinstance(resp, Upstream):
+        if resp.status == 200:  # realtime_svc answered a stream request without a stream
+            raise Problem(502, "model-error", "Summarization failed", "the realtime service did not stream")
+        return forward(resp, "/v1/summaries")
+    out = ClosingStreamingResponse(resp.chunks(), media_type=SSE, headers=SSE_HEADERS)
+    out.on_close = resp.close
+    return out
+
+
 async def to_realtime(state: State, body: SummaryRequest, tenant: str, *, max_wait_s: float | None = None) -> Response:
     """The realtime summary, or realtime_svc's error relayed. ``max_wait_s`` (mode=auto with
     spill-over on): realtime_svc refuses instead of queueing past this estimated wait, and any
@@ -102,14 +148,8 @@ async def to_realtime(state: State, body: SummaryRequest, tenant: str, *, max_wa
     s = state.settings
     check_realtime(body)
     rid = str(uuid.uuid4())
-    payload = {
-        "text": body.text,
-        "max_summary_tokens": body.max_summary_tokens or DEFAULT_REALTIME_SUMMARY_TOKENS,
-        "language": body.language,
-        "request_id": rid,
-    }
     url = f"{s.realtime_url}/internal/summarize"
-    data = encode_body(payload)
+    data = encode_body(_realtime_payload(body, rid))
     headers = await signed(state, "realtime_svc", "POST", url, tenant, data)
     if max_wait_s is not None:
         headers[MAX_WAIT_HEADER] = str(round(max_wait_s * 1000))
@@ -122,12 +162,8 @@ async def to_realtime(state: State, body: SummaryRequest, tenant: str, *, max_wa
             timeout_s=s.realtime_timeout_s,
             retry_disconnect=True,
         )
-    except UpstreamTimeout:
-        raise Problem(
-            504, "upstream-timeout", "Summarization timed out", f"no summary within {s.realtime_timeout_s:g} s"
-        ) from None
-    except UpstreamDown:
-        raise upstream_down("realtime") from None
+    except (UpstreamTimeout, UpstreamDown) as exc:
+        raise _unreached(s.realtime_timeout_s, exc) from None
     if resp.status != 200:
         if max_wait_s is not None and (reason := _refused_before_start(resp)) is not None:
             raise RealtimeRefused(reason)
@@ -149,6 +185,9 @@ async def to_async(
     body sends (so a retry with its Idempotency-Key replays the same job, whichever way it came),
     and its 202 says why (``route_reason``, ``spill_reason``)."""
     s = state.settings
+    reason = route.reason
+    if reason == "stream":  # a stream never becomes a job (routing.choose_mode)
+        raise AssertionError("a streamed request routed to async")
     payload = {
         "text": body.text,
         "max_summary_tokens": body.max_summary_tokens,
@@ -174,7 +213,7 @@ async def to_async(
     job = resp.json()
     url = status_url(state, request, job["id"])
     out = AsyncAccepted(
-        id=job["id"], status=job["status"], status_url=url, route_reason=route.reason, spill_reason=spill_reason
+        id=job["id"], status=job["status"], status_url=url, route_reason=reason, spill_reason=spill_reason
     )
     headers_out = {"Location": url}
     if resp.headers.get("Idempotent-Replayed"):

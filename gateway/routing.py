@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from common.problems import invalid_body
 from common.schemas import Mode, SpillReason, SummaryRequest
 from gateway.deps import State
 from gateway.metrics import ROUTED, SPILLOVER
 
-RouteReason = Literal["explicit", "threshold", "spilled_over"]
+JobRouteReason = Literal["explicit", "threshold", "spilled_over"]  # AsyncAccepted.route_reason
+RouteReason = JobRouteReason | Literal["stream"]  # "stream": mode=auto, streamed (realtime only)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,15 @@ async def choose_mode(state: State, body: SummaryRequest) -> Route:
     """mode=auto: texts up to ``routing_threshold_tokens`` go realtime, longer ones async (a long
     document is not tokenized in full here: ``TokenCounter.count_upto`` stops early). The dry run
     (gateway/estimate.py) takes the same decision; a submit counts its final path (``counted``)."""
+    if body.stream:
+        # a stream is realtime only: mode=async is refused, mode=auto is realtime at any length
+        # (realtime_svc answers 413 over its limit), and never spilled (a stream is not a job)
+        if body.mode == Mode.async_:
+            raise invalid_body(
+                "stream: only realtime summaries stream; mode=async answers 202 with a job to poll "
+                "(send stream=false, or mode=auto/realtime)"
+            )
+        return Route(Mode.realtime, "explicit" if body.mode == Mode.realtime else "stream")
     if body.mode != Mode.auto:
         return Route(body.mode, "explicit")
     over = await state.counter.over_limit_async(body.text, state.settings.routing_threshold_tokens)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,6 +13,7 @@ import aiohttp
 from fastapi import Response
 
 from common.problems import PROBLEM_JSON, Problem, problem_response
+from common.streaming import SSE, sse_event
 from gateway.config import GatewaySettings
 from gateway.metrics import UPSTREAM_RETRIES
 
@@ -29,6 +30,41 @@ class Upstream:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+class UpstreamStream:
+    """An internal service's 200 ``text/event-stream`` answer, relayed as it comes."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+        self._resp = resp
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive. The stream's time limit (the call's ``timeout_s``) or a
+        broken connection ends it with an ``error`` event carrying the problem: the client already
+        has its 200, so a problem can no longer be the answer itself."""
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except TimeoutError:
+            yield _error_event(504, "upstream-timeout", "Summarization timed out", "the stream ran out of time")
+        except aiohttp.ClientError:
+            yield _error_event(
+                503, "upstream-unavailable", "Service unavailable", "the summary stream broke off; retry"
+            )
+
+    async def close(self) -> None:
+        # a stream read to its end gives its connection back to the pool; one cut short closes it
+        if self._resp.content.at_eof():
+            self._resp.release()
+        else:
+            self._resp.close()
+
+
+def _error_event(status: int, slug: str, title: str, detail: str) -> bytes:
+    doc = Problem(status, slug, title, detail).body("/v1/summaries")
+    return sse_event("error", json.dumps(doc))
 
 
 class UpstreamTimeout(Exception):
@@ -52,6 +88,10 @@ class UpstreamClient(Protocol):
         headers: dict[str, str] | None = None,
         retry_disconnect: bool = False,
     ) -> Upstream: ...
+
+    async def open_stream(
+        self, method: str, url: str, *, timeout_s: float, body: bytes, headers: dict[str, str]
+    ) -> Upstream | UpstreamStream: ...
 
 
 def open_session(settings: GatewaySettings) -> aiohttp.ClientSession:
@@ -103,6 +143,40 @@ class AiohttpUpstream:
                 UPSTREAM_RETRIES.inc()
             except aiohttp.ClientError:
                 raise UpstreamDown(url) from None
+        raise AssertionError("unreachable")
+
+    async def open_stream(
+        self, method: str, url: str, *, timeout_s: float, body: bytes, headers: dict[str, str]
+    ) -> Upstream | UpstreamStream:
+        """A call whose 200 answer is an event stream: that stream, open (the caller closes it),
+        or any other answer read in full, as :meth:`call` gives it. ``timeout_s`` bounds the whole
+        stream. A connection that died before any response is retried once, as ``call`` does with
+        ``retry_disconnect`` (only realtime summaries stream: no side effects)."""
+        hdrs = {**headers, "Content-Type": "application/json", "Accept": SSE}
+        for attempt in (1, 2):
+            try:
+                resp = await self.http.request(
+                    method, url, data=body, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2.0)
+                )
+            except TimeoutError:
+                raise UpstreamTimeout(url) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt == 2:
+                    raise UpstreamDown(url) from None
+                UPSTREAM_RETRIES.inc()
+                continue
+            except aiohttp.ClientError:
+                raise UpstreamDown(url) from None
+            if resp.status == 200 and resp.content_type == SSE:
+                return UpstreamStream(resp)
+            try:
+                return Upstream(resp.status, await resp.read(), resp.headers)
+            except TimeoutError:
+                raise UpstreamTimeout(url) from None
+            except aiohttp.ClientError:
+                raise UpstreamDown(url) from None
+            finally:
+                resp.release()
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

@@ -22,12 +22,15 @@ from common.schemas import (
     RealtimeSummary,
     SpillReason,
 )
+from common.streaming import SSE
 from gateway.body import parse_summary_request, read_limited_body, require_json
 from gateway.deps import IdempotencyKey, StateDep, TenantDep
 from gateway.estimate import estimate
-from gateway.proxy import RealtimeRefused, job_call, signed, to_async, to_realtime
+from gateway.proxy import RealtimeRefused, job_call, signed, to_async, to_realtime, to_realtime_stream
 from gateway.routing import Route, choose_mode, counted, spill
 from gateway.upstream import UpstreamDown, UpstreamTimeout, forward, upstream_down
+
+JSON = "application/json"
 
 
 def _query_names(dependant: Any) -> set[str]:
@@ -58,6 +61,15 @@ async def no_unknown_query(request: Request) -> None:
 
 
 router = APIRouter(dependencies=[Depends(no_unknown_query)])
+
+
+def accepts_event_stream(request: Request) -> bool:
+    """``Accept: text/event-stream`` asks for a streamed summary, as ``stream: true`` does. Only
+    when named as such: ``*/*`` or a list that also names JSON first keeps the JSON answer."""
+    accept = request.headers.get("accept", "")
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    return SSE in types and (JSON not in types or types.index(SSE) < types.index(JSON))
+
 
 # The body is read by hand (gateway/body.py), so FastAPI does not see it: gateway/openapi.py
 # documents it (OPERATIONS["create_summary"], the SummaryRequest schema), with every operation's
@@ -95,9 +107,14 @@ async def create_summary(
         raw = await read_limited_body(request, limit)
         await limits.charge(request, limits.bytes, tenant, len(raw))
     body = parse_summary_request(raw)
+    if not body.stream and accepts_event_stream(request):
+        body = body.model_copy(update={"stream": True})
     route = await choose_mode(state, body)
     if dry_run:  # the same checks, no job, no message, the Idempotency-Key ignored
         return await estimate(state, body, tenant, route.mode, len(raw))
+    if body.stream:
+        counted(route)
+        return await to_realtime_stream(state, body, tenant)
     if route.mode == Mode.async_:
         return await to_async(state, request, body, tenant, idempotency_key, counted(route))
     settings = state.settings

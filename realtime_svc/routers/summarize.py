@@ -1,14 +1,18 @@
-"""``POST /internal/summarize``: one summary from Triton, at once, within the deadline."""
+"""``POST /internal/summarize``: one summary from Triton, at once, within the deadline; with
+``stream: true`` as Server-Sent Events while it is generated."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
-from typing import Annotated
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Header
+from sse_starlette import EventSourceResponse
 
 from common.problems import Problem, invalid_body
 from common.schemas import (
@@ -20,12 +24,14 @@ from common.schemas import (
     Usage,
     realtime_too_long_problem,
 )
-from common.triton_client import TritonFailure
+from common.streaming import SSE_HEADERS, ClosingMixin
+from common.triton_client import TritonFailure, TritonResult
 from realtime_svc.config import RealtimeSettings
 from realtime_svc.deps import State, StateDep, internal_caller
 from realtime_svc.metrics import ERRORS, IN_FLIGHT, INFER_LATENCY, REFUSED, SERVICE_TIME
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Every route here needs the gateway's signed token (401 before the body is looked at); the
 # probes (routers/health.py) and /metrics stay open.
@@ -120,66 +126,157 @@ def _admit(state: State, max_wait_s: float | None) -> None:
         )
 
 
-@router.post("/internal/summarize", response_model=RealtimeSummary)
-async def summarize(
-    body: RealtimeRequest,
-    state: StateDep,
-    max_wait_ms: Annotated[str | None, Header(alias=MAX_WAIT_HEADER, include_in_schema=False)] = None,
-) -> RealtimeSummary:
-    s = state.settings
-    t0 = time.perf_counter()
-    await _check_input(state, body)
-    _admit(state, _max_wait_s(max_wait_ms))
-    state.service_time.started(state.in_flight)
-    state.in_flight += 1
-    IN_FLIGHT.inc()
-    completed = False
-    t1 = time.perf_counter()
-    try:
-        try:
-            res = await state.triton.summarize(
-                body.text,
-                body.max_summary_tokens,
-                body.language,
-                timeout_s=s.realtime_deadline_s,
-                request_id=body.request_id,
-            )
-        except TritonFailure as f:
-            # Unavailable: a server that answered without its model (a Triton pod on its way
-            # out unloads it first) or none reached (the pod then stops listening). The client
-            # opened a new connection, which the Service routes to a ready pod; the call has
-            # no side effects, so it is sent once more while the deadline allows. During a
-            # real outage this costs one short pause before the 503.
-            left = s.realtime_deadline_s - (time.perf_counter() - t1)
-            if not (f.kind == "unavailable" and left > 1.0):
-                raise
-            ERRORS.labels("resent").inc()
-            await asyncio.sleep(0.2)
-            left -= 0.2
-            res = await state.triton.summarize(
-                body.text,
-                body.max_summary_tokens,
-                body.language,
-                timeout_s=left,
-                request_id=body.request_id,
-            )
-        completed = True
-    except TritonFailure as f:
-        ERRORS.labels(f.kind).inc()
-        log.warning("triton %s: %s", f.kind, f)
-        raise _failure_problem(s, f) from None
-    finally:
-        state.in_flight -= 1
+class _Slot:
+    """One admitted summary's place among those in flight (the in-flight cap, the wait estimate):
+    taken at admission, given back once, when its answer is complete (a streamed one: when the
+    stream ends, however it ends)."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._held = True
+        state.service_time.started(state.in_flight)
+        state.in_flight += 1
+        IN_FLIGHT.inc()
+
+    def release(self, completed: bool) -> None:
+        if not self._held:
+            return
+        self._held = False
+        st = self._state
+        st.in_flight -= 1
         IN_FLIGHT.dec()
-        state.service_time.finished(completed=completed)
-        if state.service_time.per_summary_s is not None:
-            SERVICE_TIME.set(state.service_time.per_summary_s)
-    t2 = time.perf_counter()
-    INFER_LATENCY.observe(t2 - t1)
+        st.service_time.finished(completed=completed)
+        if st.service_time.per_summary_s is not None:
+            SERVICE_TIME.set(st.service_time.per_summary_s)
+
+
+async def _resending(s: RealtimeSettings, t1: float, call: Callable[[float], Awaitable[T]]) -> T:
+    """``call(timeout_s)`` within the deadline, sent once more if it found no model.
+
+    Unavailable: a server that answered without its model (a Triton pod on its way out unloads it
+    first) or none reached (the pod then stops listening). The client opened a new connection,
+    which the Service routes to a ready pod; the call has no side effects, so it is sent once more
+    while the deadline allows. During a real outage this costs one short pause before the 503."""
+    try:
+        return await call(s.realtime_deadline_s)
+    except TritonFailure as f:
+        left = s.realtime_deadline_s - (time.perf_counter() - t1)
+        if not (f.kind == "unavailable" and left > 1.0):
+            raise
+    ERRORS.labels("resent").inc()
+    await asyncio.sleep(0.2)
+    return await call(left - 0.2)
+
+
+def _failed(s: RealtimeSettings, f: TritonFailure) -> Problem:
+    ERRORS.labels(f.kind).inc()
+    log.warning("triton %s: %s", f.kind, f)
+    return _failure_problem(s, f)
+
+
+def _summary(body: RealtimeRequest, res: TritonResult, timings: dict[str, float]) -> RealtimeSummary:
     return RealtimeSummary(
         id=body.request_id,
         summary=res.summary,
         model=res.model,
         usage=Usage(input_tokens=res.input_tokens, output_tokens=res.output_tokens),
-        timings={"tokenize_ms": round((t1 - t0) * 1000, 2), "inference_ms": round((t2 - t1) * 1000, 2)},
+        timings={k: round(v * 1000, 2) for k, v in timings.items()},
     )
+
+
+@router.post("/internal/summarize", response_model=RealtimeSummary)
+async def summarize(
+    body: RealtimeRequest,
+    state: StateDep,
+    max_wait_ms: Annotated[str | None, Header(alias=MAX_WAIT_HEADER, include_in_schema=False)] = None,
+) -> RealtimeSummary | EventSourceResponse:
+    s = state.settings
+    t0 = time.perf_counter()
+    await _check_input(state, body)
+    _admit(state, _max_wait_s(max_wait_ms))
+    slot = _Slot(state)
+    t1 = time.perf_counter()
+    if body.stream:
+        return await _stream(state, body, slot, t0, t1)
+    completed = False
+    try:
+        res = await _resending(
+            s,
+            t1,
+            lambda timeout_s: state.triton.summarize(
+                body.text, body.max_summary_tokens, body.language, timeout_s=timeout_s, request_id=body.request_id
+            ),
+        )
+        completed = True
+    except TritonFailure as f:
+        raise _failed(s, f) from None
+    finally:
+        slot.release(completed)
+    t2 = time.perf_counter()
+    INFER_LATENCY.observe(t2 - t1)
+    return _summary(body, res, {"tokenize_ms": t1 - t0, "inference_ms": t2 - t1})
+
+
+async def _stream(state: State, body: RealtimeRequest, slot: _Slot, t0: float, t1: float) -> EventSourceResponse:
+    """Server-Sent Events: a ``token`` event per text delta as it is generated, then one
+    ``summary`` event (the RealtimeSummary; ``timings.ttft_ms``: to the first token). The call is
+    opened and its first delta awaited before answering, so a failure before the first token is
+    an ordinary problem+json answer (503, 504, 422...); one after it ends the stream with an
+    ``error`` event carrying the problem. A client that goes away closes the iteration, which
+    cancels the Triton request (its row is freed at the model's next cancellation poll)."""
+    s = state.settings
+
+    async def first(timeout_s: float) -> tuple[AsyncGenerator[str | TritonResult], str | TritonResult]:
+        it = state.triton.summarize_stream(
+            body.text, body.max_summary_tokens, body.language, timeout_s=timeout_s, request_id=body.request_id
+        )
+        try:
+            return it, await anext(it)
+        except BaseException:
+            await it.aclose()
+            raise
+
+    try:
+        it, item = await _resending(s, t1, first)
+    except TritonFailure as f:
+        slot.release(False)
+        raise _failed(s, f) from None
+    except BaseException:
+        slot.release(False)
+        raise
+    t_first = time.perf_counter()
+
+    async def events() -> AsyncGenerator[dict[str, str]]:
+        completed = False
+        current: str | TritonResult = item
+        try:
+            while isinstance(current, str):
+                yield {"event": "token", "data": json.dumps({"text": current}, ensure_ascii=False)}
+                current = await anext(it)
+            t2 = time.perf_counter()
+            INFER_LATENCY.observe(t2 - t1)
+            completed = True
+            timings = {"tokenize_ms": t1 - t0, "ttft_ms": t_first - t1, "inference_ms": t2 - t1}
+            yield {"event": "summary", "data": _summary(body, current, timings).model_dump_json()}
+        except TritonFailure as f:
+            yield {"event": "error", "data": json.dumps(_failed(s, f).body(), ensure_ascii=False)}
+        finally:
+            await it.aclose()
+            slot.release(completed)
+
+    body_iter = events()
+
+    async def close() -> None:
+        # also when the body was never iterated (common/streaming.py ClosingMixin says why)
+        await body_iter.aclose()
+        await it.aclose()
+        slot.release(False)  # no-op when events() released it
+
+    response = _Events(body_iter, headers=SSE_HEADERS)
+    response.on_close = close
+    return response
+
+
+class _Events(ClosingMixin, EventSourceResponse):
+    """sse-starlette's response (event framing, keep-alive pings, the client's disconnect), with
+    an ``on_close``."""

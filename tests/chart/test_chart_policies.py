@@ -137,6 +137,28 @@ def _pbtxt_batching(text: str) -> dict[str, object]:
     return out
 
 
+def _tensors(text: str) -> dict[str, list[tuple[str, str]]]:
+    """The input and output tensors of a config.pbtxt: (name, data_type), in order."""
+    out = {}
+    for section in ("input", "output"):
+        block = re.search(rf"^{section} \[(.*?)^\]", text, re.M | re.S).group(1)
+        out[section] = re.findall(r'name: "(\w+)"[,\s]*data_type: (TYPE_\w+)', block)
+    return out
+
+
+def test_every_model_config_has_the_contract_tensors(render):
+    """model_repository's three configs and the chart's render declare the same tensors (a tensor
+    missing from one of them fails that deployment's requests, e.g. TOKEN_TEXT for streaming)."""
+    base = REPO / "model_repository/summarizer"
+    want = _tensors((base / "config.pbtxt").read_text())
+    assert [n for n, _ in want["output"]] == ["SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL", "TOKEN_TEXT"]
+    for pool in ("realtime", "batch"):
+        assert _tensors((base / f"configs/{pool}.pbtxt").read_text()) == want, pool
+        for profile in ("cpu", "gpu"):
+            rendered = render(profile).get("ConfigMap", name(f"triton-{pool}-model"))["data"]["config.pbtxt"]
+            assert _tensors(rendered) == want, (profile, pool)
+
+
 def test_a_static_scheduler_renders_no_decoupled_policy(render):
     r = render("cpu", "--set", "triton.realtime.modelConfig.scheduler=static")
     got = _pbtxt_batching(r.get("ConfigMap", name("triton-realtime-model"))["data"]["config.pbtxt"])
@@ -196,7 +218,7 @@ def test_model_config_rendered_from_values(render, profile, pool, kind):
     pbtxt = render(profile).get("ConfigMap", name(f"triton-{pool}-model"))["data"]["config.pbtxt"]
     assert 'name: "summarizer"' in pbtxt and 'backend: "python"' in pbtxt
     assert f"kind: {kind}" in pbtxt and "max_batch_size: 16" in pbtxt and "dynamic_batching" in pbtxt
-    for tensor in ("TEXT", "MAX_TOKENS", "LANGUAGE", "SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL"):
+    for tensor in ("TEXT", "MAX_TOKENS", "LANGUAGE", "SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL", "TOKEN_TEXT"):
         assert f'name: "{tensor}"' in pbtxt
     assert "e+" not in pbtxt  # big microsecond values stay integers
     assert "max_queue_size:" in pbtxt and "timeout_action: REJECT" in pbtxt

@@ -19,7 +19,7 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from common.triton_client import _classify, _one_response
+from common.triton_client import SummarizerClient, TritonFailure, TritonResult, _classify, _one_response
 from devstack import ROOT, TritonPorts, child_env, start_triton
 from tests.triton.conftest import READY_TIMEOUT_S, TritonServer
 
@@ -277,3 +277,71 @@ async def test_cancelled_request_frees_its_row(two_row_triton):
     finally:
         await c.close()
     assert "request cancelled" in server.log_path.read_text()
+
+
+async def _streamed(c: SummarizerClient, text: str, max_tokens: int, language: str) -> tuple[list[str], TritonResult]:
+    deltas: list[str] = []
+    async for item in c.summarize_stream(text, max_tokens, language, timeout_s=120):
+        if isinstance(item, str):
+            deltas.append(item)
+        else:
+            return deltas, item
+    raise AssertionError("the stream ended without its result")
+
+
+async def test_streaming_yields_the_same_text_as_non_streaming(triton_server):
+    """A streamed request's partial responses are its tokens' text, one decode step at a time,
+    and its final response is the unstreamed one, whether it runs alone or beside others."""
+    _require_inflight(triton_server.metrics_url)
+    c = SummarizerClient(triton_server.grpc_url, MODEL)
+    try:
+        for text, lang in ((EN, "en"), (ZH, "zh")):
+            plain = await c.summarize(text, 32, lang, timeout_s=120)
+            deltas, final = await _streamed(c, text, 32, lang)
+            assert final == plain
+            assert 2 <= len(deltas) <= final.output_tokens
+            streamed = "".join(deltas)
+            assert "\ufffd" not in streamed  # multi-byte characters arrive whole
+            assert final.summary and final.summary in streamed
+        # streamed beside unstreamed requests in one running batch: the same answers
+        together = await asyncio.gather(
+            _streamed(c, EN, 32, "en"), *(c.summarize(s, 16, "en", timeout_s=120) for s in SHORT[:3])
+        )
+        assert together[0][1] == await c.summarize(EN, 32, "en", timeout_s=120)
+        for s, res in zip(SHORT[:3], together[1:], strict=True):
+            assert res == await c.summarize(s, 16, "en", timeout_s=120)
+    finally:
+        await c.close()
+
+
+async def test_streamed_request_errors_before_any_text(triton_server):
+    c = SummarizerClient(triton_server.grpc_url, MODEL)
+    try:
+        with pytest.raises(TritonFailure) as ei:
+            await _streamed(c, EN, 0, "en")
+        assert ei.value.kind == "invalid" and "MAX_TOKENS" in str(ei.value)
+    finally:
+        await c.close()
+
+
+async def test_closing_a_stream_cancels_its_request(triton_server):
+    """Leaving a stream after its first text closes the gRPC stream: Triton marks the request
+    cancelled and the in-flight scheduler frees its row (model.py logs it)."""
+    _require_inflight(triton_server.metrics_url)
+    before = triton_server.log_path.read_text(errors="replace").count("request cancelled")
+    c = SummarizerClient(triton_server.grpc_url, MODEL)
+    try:
+        stream = c.summarize_stream(ZH, 300, "zh", timeout_s=120)
+        first = await anext(stream)
+        assert isinstance(first, str)
+        await stream.aclose()
+        for _ in range(100):
+            if triton_server.log_path.read_text(errors="replace").count("request cancelled") > before:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("Triton never logged the request cancelled")
+        # and the server goes on serving
+        assert (await c.summarize(SHORT[0], 4, "en", timeout_s=120)).output_tokens > 0
+    finally:
+        await c.close()

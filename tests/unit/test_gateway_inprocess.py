@@ -18,13 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from common.internal_auth import verify_request
 from common.problems import PROBLEM_JSON, install_problem_handlers, type_uri
 from common.settings import DEV_INTERNAL_TOKEN_SECRET
+from common.streaming import SSE
 from common.tokenization import TokenCounter
 from gateway.app import create_app
 from gateway.config import GatewaySettings, hash_key
@@ -68,6 +69,8 @@ class FakeUpstreams:
             if self.realtime_answer is not None:
                 status, doc, headers = self.realtime_answer
                 return JSONResponse(doc, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+            if body.get("stream"):
+                return StreamingResponse(iter(STREAM_EVENTS), media_type=SSE)
             return JSONResponse(
                 {
                     "id": body["request_id"],
@@ -106,6 +109,30 @@ class FakeUpstreams:
             return JSONResponse({"ready": ok, "checks": {}}, status_code=200 if ok else 503)
 
 
+STREAM_EVENTS = [
+    b'event: token\r\ndata: {"text": "short"}\r\n\r\n',
+    b'event: token\r\ndata: {"text": "."}\r\n\r\n',
+    b'event: summary\r\ndata: {"id": "r", "mode": "realtime", "summary": "short.", "model": "fake", '
+    b'"usage": {"input_tokens": 5, "output_tokens": 2}, "timings": {}}\r\n\r\n',
+]
+
+
+class HttpxStream:
+    """UpstreamStream's interface over an httpx streamed response."""
+
+    def __init__(self, r: httpx.Response) -> None:
+        self.r = r
+        self.closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self.r.aiter_raw():
+            yield chunk
+
+    async def close(self) -> None:
+        self.closed = True
+        await self.r.aclose()
+
+
 class ASGIUpstream:
     """The gateway's UpstreamClient over in-process ASGI apps (one httpx client per base URL)."""
 
@@ -114,6 +141,7 @@ class ASGIUpstream:
             base: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base) for base, app in apps.items()
         }
         self.fail: type[Exception] | None = None
+        self.streams: list[HttpxStream] = []
 
     async def call(
         self,
@@ -132,6 +160,21 @@ class ASGIUpstream:
         if body is not None:
             hdrs["Content-Type"] = "application/json"
         r = await self.clients[base].request(method, url, content=body, headers=hdrs)
+        return Upstream(r.status_code, r.content, r.headers)
+
+    async def open_stream(
+        self, method: str, url: str, *, timeout_s: float, body: bytes, headers: dict[str, str]
+    ) -> Upstream | HttpxStream:
+        if self.fail is not None:
+            raise self.fail(url)
+        client = self.clients[next(b for b in self.clients if url.startswith(b))]
+        hdrs = {**headers, "Content-Type": "application/json", "Accept": SSE}
+        r = await client.send(client.build_request(method, url, content=body, headers=hdrs), stream=True)
+        if r.status_code == 200 and r.headers["content-type"].startswith(SSE):
+            self.streams.append(HttpxStream(r))
+            return self.streams[-1]
+        await r.aread()
+        await r.aclose()
         return Upstream(r.status_code, r.content, r.headers)
 
     async def aclose(self) -> None:
@@ -618,3 +661,59 @@ async def test_an_unknown_query_parameter_is_422_naming_it(gw: Gateway) -> None:
     doc = assert_problem(r, 422, "validation-error")
     assert "dryrun" in doc["detail"] and "dry_run" in doc["detail"]
     assert gw.fakes.calls == []
+
+
+# ---- streamed summaries (stream: true / Accept: text/event-stream) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ({"text": SHORT, "stream": True}, {}),
+        ({"text": SHORT}, {"Accept": "text/event-stream"}),
+        ({"text": SHORT, "mode": "realtime", "stream": True}, {}),
+        # mode=auto streams realtime whatever the length: no job, no spill-over
+        ({"text": LONG, "stream": True}, {}),
+    ],
+    ids=["flag", "accept", "realtime", "long-auto"],
+)
+async def test_a_stream_is_relayed_from_realtime(gw: Gateway, body: dict[str, Any], headers: dict[str, str]) -> None:
+    r = await post(gw, body, headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["cache-control"] == "no-cache"
+    assert r.content == b"".join(STREAM_EVENTS)  # byte for byte
+    assert [(svc, sent["stream"]) for svc, _, sent, _ in gw.fakes.calls] == [("realtime", True)]
+    assert gw.upstream.streams and all(s.closed for s in gw.upstream.streams)
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "application/json, text/event-stream"])
+async def test_other_accept_headers_keep_the_json_answer(gw: Gateway, accept: str) -> None:
+    r = await post(gw, {"text": SHORT}, {"Accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert gw.fakes.calls[0][2].get("stream") is None
+
+
+async def test_an_async_stream_is_422(gw: Gateway) -> None:
+    r = await post(gw, {"text": LONG, "mode": "async", "stream": True})
+    doc = assert_problem(r, 422, "validation-error")
+    assert "stream" in doc["detail"] and "mode=async" in doc["detail"]
+    assert gw.fakes.calls == []
+
+
+async def test_a_problem_before_the_stream_is_relayed(gw: Gateway) -> None:
+    gw.fakes.realtime_answer = (
+        503,
+        {"type": type_uri("model-overloaded"), "title": "Summarization model overloaded", "status": 503},
+        {"Retry-After": "2"},
+    )
+    r = await post(gw, {"text": SHORT, "stream": True})
+    assert_problem(r, 503, "model-overloaded")
+    assert r.headers["retry-after"] == "2"
+
+
+@pytest.mark.parametrize(("failure", "status"), [(UpstreamTimeout, 504), (UpstreamDown, 503)])
+async def test_an_unreachable_stream_is_a_problem(gw: Gateway, failure: type[Exception], status: int) -> None:
+    gw.upstream.fail = failure
+    r = await post(gw, {"text": SHORT, "stream": True})
+    assert_problem(r, status, "upstream-timeout" if status == 504 else "upstream-unavailable")

@@ -140,9 +140,16 @@ def test_every_error_response_is_a_problem_with_valid_examples(doc) -> None:
     assert n >= 30
     body = doc["paths"]["/v1/summaries"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/SummaryRequest"}
-    assert set(body["examples"]) == {"realtime", "async"}
+    assert set(body["examples"]) == {"realtime", "stream", "async"}
     for ex in body["examples"].values():
         validator(doc, body["schema"]).validate(ex["value"])
+    # the streamed answer (stream: true / Accept: text/event-stream) is a documented 200 media type,
+    # its example a token event, then the summary event whose data is a RealtimeSummary
+    sse = doc["paths"]["/v1/summaries"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    example = sse["examples"]["stream"]["value"]
+    assert example.startswith("event: token\r\ndata: ")
+    summary = example.split("event: summary\r\ndata: ")[1].strip()
+    validator(doc, {"$ref": "#/components/schemas/RealtimeSummary"}).validate(json.loads(summary))
 
 
 def _literal_strings(node: ast.AST) -> list[str]:

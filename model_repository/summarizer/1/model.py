@@ -5,6 +5,8 @@ Inputs  (per request, batch dim first): TEXT [B,1] string, MAX_TOKENS [B,1] int3
 Outputs (per request):                  SUMMARY [B,1] string, INPUT_TOKENS [B,1] int32,
                                         OUTPUT_TOKENS [B,1] int32, MODEL [B,1] string
                                         (the served model's name).
+Streamed (request parameter ``"stream": true``, one row): partial responses TOKEN_TEXT [1,1]
+string before the final one, each the text generated since the previous (see _TokenStream).
 
 The model is decoupled (config.pbtxt: ``model_transaction_policy { decoupled: true }``): each
 request is answered through its own response sender, exactly once, with one final response
@@ -22,6 +24,8 @@ Two schedulers (parameter/env ``scheduler``, summarizer_engine/config.py):
   client closed its stream or its deadline passed) leaves at the next poll and frees its row.
   ``execute`` blocks only while more rows are held than ``max_batch_size`` (backpressure, so the
   overflow waits in Triton's queue under its queue policy).
+  A streamed request gets each decode step's text as a partial response (TOKEN_TEXT) as soon as
+  the step is done, then the same final response as unstreamed.
 * ``static``: as before in-flight batching, ``execute`` generates its whole batch (formed by the
   dynamic batcher) in one ``generate`` call and answers every request when it is done. Used by
   the benchmark's comparison, and whenever the config is not decoupled (then it returns the
@@ -34,6 +38,7 @@ documents the parameters/env vars.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import time
@@ -167,6 +172,14 @@ class TritonPythonModel:
         except Exception as exc:  # noqa: BLE001
             return None, _error(f"bad request: {exc}")
 
+    def _stream_of(self, request, items, sender):
+        """The token callback of a streamed request (request parameter ``"stream": true``), or None."""
+        if not _wants_stream(request):
+            return None
+        if len(items) != 1:
+            raise InvalidInput(f"a streamed request carries one text, got {len(items)} rows")
+        return _TokenStream(self.engine, sender)
+
     def execute(self, requests):
         if self.scheduler is None:
             responses = self._execute_static(requests)
@@ -178,6 +191,12 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             items, error = self._parse_or_error(request)
+            on_token = None
+            if error is None:
+                try:
+                    on_token = self._stream_of(request, items, sender)
+                except InvalidInput as exc:
+                    error = _error(str(exc))
             if error is not None:
                 sender.send(error, flags=FINAL)
                 continue
@@ -187,6 +206,7 @@ class TritonPythonModel:
                     on_done=lambda results, s=sender: s.send(self._response(results), flags=FINAL),
                     on_error=lambda kind, message, s=sender: s.send(_error(message, _CODES[kind]), flags=FINAL),
                     is_cancelled=request.is_cancelled,
+                    on_token=on_token,
                 )
             )
         # Backpressure: while more rows are held than max_batch_size, the next execute() call
@@ -241,6 +261,35 @@ class TritonPythonModel:
 
 
 _CODES = {"cancelled": "CANCELLED", "internal": "INTERNAL", "unavailable": "UNAVAILABLE"}
+
+
+def _wants_stream(request) -> bool:
+    """The request parameter ``stream`` (tritonclient: ``parameters={"stream": True}``)."""
+    try:
+        params = json.loads(request.parameters() or "{}")
+    except (AttributeError, ValueError):
+        return False
+    return params.get("stream") is True
+
+
+class _TokenStream:
+    """A streamed request's partial responses: each token the engine loop reports (scheduler
+    ``Job.on_token``, called between two decode steps) becomes text and is sent at once as
+    TOKEN_TEXT. Tokens are byte-level BPE pieces, so a character can span two of them: the
+    incremental UTF-8 decoder holds an incomplete sequence until the token that ends it, and a
+    piece that completes no character sends nothing. The text is the model's raw output; the
+    final response's SUMMARY is that text cleaned (summarizer_engine/text.py clean_summary)."""
+
+    def __init__(self, engine, sender) -> None:
+        self._engine = engine
+        self._sender = sender
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def __call__(self, _row: int, token: int) -> None:
+        text = self._utf8.decode(self._engine.token_bytes(token))
+        if text:
+            tensor = pb_utils.Tensor("TOKEN_TEXT", np.array([[text.encode("utf-8")]], dtype=np.object_))
+            self._sender.send(pb_utils.InferenceResponse(output_tensors=[tensor]))
 
 
 class _BatchMetrics:

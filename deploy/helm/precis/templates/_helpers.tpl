@@ -423,7 +423,8 @@ output [
   { name: "SUMMARY", data_type: TYPE_STRING, dims: [ 1 ] },
   { name: "INPUT_TOKENS", data_type: TYPE_INT32, dims: [ 1 ] },
   { name: "OUTPUT_TOKENS", data_type: TYPE_INT32, dims: [ 1 ] },
-  { name: "MODEL", data_type: TYPE_STRING, dims: [ 1 ] }
+  { name: "MODEL", data_type: TYPE_STRING, dims: [ 1 ] },
+  { name: "TOKEN_TEXT", data_type: TYPE_STRING, dims: [ 1 ] }
 ]
 instance_group [
   { count: {{ $m.instanceCount | int64 }}, kind: {{ $m.instanceKind }} }

@@ -133,6 +133,11 @@ class BaseEngine:
     def generate(self, items: Sequence[Prepared]) -> list[Result]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def token_bytes(self, token: int) -> bytes:  # pragma: no cover - abstract
+        """The bytes a generated token stands for (token streaming: model.py decodes them into
+        text deltas). Only engines with real steps (``supports_inflight``) report tokens."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------- step API (default: static)
     def free_rows(self) -> int:
         """How many more rows ``start`` accepts now (``config.max_batch`` rows run at most)."""

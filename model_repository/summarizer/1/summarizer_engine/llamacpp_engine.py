@@ -203,6 +203,9 @@ class LlamaCppEngine(BaseEngine):
             n = L.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
         return bytes(buf.raw[:n])
 
+    def token_bytes(self, token: int) -> bytes:
+        return self._piece_bytes(token)
+
     def render(self, messages: list[dict[str, str]]) -> str:
         return self._template.render(messages=messages, add_generation_prompt=True, **self._special)
 

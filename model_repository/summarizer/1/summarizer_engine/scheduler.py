@@ -18,8 +18,9 @@ in it. At most ``max_rows`` rows run; the rest wait. ``wait_for_room`` is the ba
 keeps the waiting list short (model.py blocks ``execute`` on it, so further requests stay in
 Triton's own queue, where its queue policy - size limit, timeouts, REJECT - applies as before).
 
-Token streaming: every step's tokens go to ``Job.on_token`` (unused by model.py today, which
-sends the final response only; a later SSE path can send partial responses from there).
+Token streaming: every step's tokens go to ``Job.on_token`` before any row of that step is
+answered (model.py sends a streamed request's partial responses from there, so they always
+precede its final one).
 
 No Triton import: model.py passes callbacks, and tests drive it with the real engine in process.
 """
