@@ -41,6 +41,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import threading
 import time
 import traceback
 
@@ -92,8 +93,30 @@ def _as_str(value, name: str) -> str:
     return str(value)
 
 
+def _leave_with_the_server() -> None:
+    """End this stub process as soon as its tritonserver is gone.
+
+    The python backend runs the model in a stub process, a child of tritonserver. When the server
+    dies (SIGKILL, the OOM killer), make test-faults twice saw its stub stay up more than 30 s
+    after the restarted server was ready: still generating for requests nobody can receive, and
+    holding a second copy of the model beside the new server's stub, on a machine this small.
+    A daemon thread polls the parent pid (a stub whose parent died is re-parented) and leaves at
+    once; no Triton call on the way out (its IPC goes to the dead server)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os.write(2, b"summarizer: tritonserver is gone; this python stub exits\n")
+                os._exit(1)
+
+    threading.Thread(target=watch, name="precis-server-watch", daemon=True).start()
+
+
 class TritonPythonModel:
     def initialize(self, args):
+        _leave_with_the_server()
         model_config = json.loads(args["model_config"])
         params = {key: value.get("string_value", "") for key, value in (model_config.get("parameters") or {}).items()}
         # The llama.cpp engine decodes up to max_batch sequences together: Triton's batch size.
