@@ -338,6 +338,46 @@ class Operation:
     extra_content: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
+def _sse_event(name: str, data_schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data_schema},
+        },
+    }
+
+
+# OpenAPI 3.1 (before 3.2's `itemSchema`): a text/event-stream `schema` describes one event, an
+# object of the SSE fields (`event`, `data`, `id`, `retry`); `data` holds JSON, given by its
+# contentSchema (what schemathesis validates each event of a streamed answer against).
+_SSE_EVENT = {
+    "description": "One Server-Sent Event of a streamed summary: `token` events, then one `summary` or `error`.",
+    "oneOf": [
+        _sse_event(
+            "token",
+            {
+                "type": "object",
+                "required": ["text"],
+                "properties": {"text": {"type": "string", "description": "The text generated since the last event."}},
+            },
+            "Text as it is generated (the model's raw output).",
+        ),
+        _sse_event(
+            "summary",
+            {"$ref": REF.format(model="RealtimeSummary")},
+            "The last event: the summary, cleaned, as the unstreamed answer gives it.",
+        ),
+        _sse_event(
+            "error",
+            {"$ref": REF.format(model="Problem")},
+            "The last event when the summary failed after its first token.",
+        ),
+    ],
+}
+
 _SSE_EXAMPLE = (
     'event: token\r\ndata: {"text": "The"}\r\n\r\n'
     'event: token\r\ndata: {"text": " council"}\r\n\r\n'
@@ -405,10 +445,7 @@ OPERATIONS: dict[str, Operation] = {
         extra_content={
             200: {
                 SSE: {
-                    "schema": {
-                        "type": "string",
-                        "description": "Server-Sent Events: `token`, then `summary` (or `error`)",
-                    },
+                    "schema": _SSE_EVENT,
                     "examples": {
                         "stream": {
                             "summary": "A streamed realtime summary (`stream: true`)",

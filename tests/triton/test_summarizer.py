@@ -114,7 +114,7 @@ async def test_model_config(client):
     cfg = (await client.get_model_config(MODEL, as_json=True))["config"]
     assert cfg["max_batch_size"] == 16
     assert {i["name"] for i in cfg["input"]} == {"TEXT", "MAX_TOKENS", "LANGUAGE"}
-    assert {o["name"] for o in cfg["output"]} == {"SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL"}
+    assert {o["name"] for o in cfg["output"]} == {"SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL", "TOKEN_TEXT"}
     # decoupled: each request answered by its own final response (in-flight batching)
     assert cfg["model_transaction_policy"]["decoupled"] is True
     policy = cfg["dynamic_batching"]["default_queue_policy"]
