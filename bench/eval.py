@@ -1,6 +1,7 @@
 """Quality of the summarizer per engine/precision on the eval set (ROUGE-1/2/L F1, x100).
 
     python -m bench.eval [--engines llamacpp,transformers-fp32] [--max-tokens 64] [--out bench/results/eval.json]
+    python -m bench.eval --rescore bench/results/eval.json --out /tmp/rescored.json   # no model
 
 Data: tests/data/eval/eval_en.jsonl (22 English: XSum + CNN/DailyMail) and eval_zh.jsonl (5 Chinese:
 CSL), human references, sources in tests/data/eval/SOURCES.md. Each engine runs in this process
@@ -11,6 +12,16 @@ words) with the Porter stemmer. Chinese: the default tokenizer drops every non-L
 so zh is scored per character: each CJK character is one token, Latin/digit runs are one token,
 punctuation and spaces are dropped (no stemming). ``all`` is the mean over the 27 items.
 Lead-3 (the document's first three sentences) is the extractive baseline.
+
+Degeneracy (bench/degeneracy.py), beside ROUGE, per variant and group: copy ratio (longest run
+shared with the source ÷ summary length), novel n-gram share (3 words / 4 CJK characters not
+in the source), prompt echo (the summary repeats half or more of an instruction the prompt
+gave), length ratio (words ÷ target words; a CJK character is 1/1.5 word; the target is
+``--max-tokens`` × 0.75 unless an item has ``target_words``), and the share of items flagged
+degenerate (echo, or a copy, or length outside [0.3, 3]). Lead-3 is a copy by construction:
+it is flagged on every item, which is the point of the measure. The human references go through
+the same checks (``degeneracy_reference``) as a calibration row. ``--rescore`` recomputes ROUGE
+and these figures on the summaries stored in an earlier eval.json, without running a model.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+
+from bench import degeneracy as dg
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT / "tests" / "data" / "eval"
@@ -85,6 +98,19 @@ class Scorer:
         return out
 
 
+def degeneracy(items: list[dict], preds: list[str], max_tokens: int) -> tuple[dict, dict]:
+    """Per group (en, zh, all) aggregates of bench.degeneracy, and the per-item measures."""
+    rows: dict[str, list[dg.Assessment]] = {"en": [], "zh": []}
+    per_item = {}
+    for it, pred in zip(items, preds, strict=True):
+        target = float(it.get("target_words") or dg.target_words(max_tokens))
+        a = dg.assess(pred, it["document"], it["language"], target)
+        rows["zh" if it["language"] == "zh" else "en"].append(a)
+        per_item[it["id"]] = a.as_dict()
+    groups = {g: dg.aggregate(r) for g, r in (("en", rows["en"]), ("zh", rows["zh"]), ("all", rows["en"] + rows["zh"]))}
+    return groups, per_item
+
+
 def run_engine(variant: str, items: list[dict], max_tokens: int, batch: int) -> tuple[list[str], dict]:
     import summarizer_engine as se  # the Triton model's engine (editable install, pyproject.toml)
 
@@ -131,28 +157,67 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval.json"))
+    ap.add_argument(
+        "--rescore",
+        metavar="EVAL_JSON",
+        help="score the summaries stored in this earlier eval.json (its variants and max_tokens) instead of "
+        "running engines; --engines is ignored",
+    )
     args = ap.parse_args(argv)
 
     items = load_items()
     scorer = Scorer()
+    previous: dict | None = None
+    if args.rescore:
+        previous = json.loads(Path(args.rescore).read_text(encoding="utf-8"))
+        args.max_tokens = previous["max_tokens"]
     results: dict = {
         "max_tokens": args.max_tokens,
         "items": len(items),
         "zh_scoring": "per character (CJK char = token, Latin/digit run = token)",
         "variants": {},
     }
-    results["variants"]["lead-3"] = {"rouge": scorer.score(items, [lead3(it["document"]) for it in items])}
+    results["degeneracy_method"] = {
+        "target_words": dg.target_words(args.max_tokens),
+        "words_per_token": dg.WORDS_PER_TOKEN,
+        "cjk_chars_per_word": dg.CJK_CHARS_PER_WORD,
+        "ngram": {"en_words": dg.NGRAM_WORDS, "cjk_chars": dg.NGRAM_CJK_CHARS},
+        "flag_echo": f"echo_ratio >= {dg.ECHO_MIN_FRACTION}",
+        "flag_copy": f"copy_ratio >= {dg.COPY_RATIO_MAX} and novel_share < {dg.NOVEL_SHARE_MIN}",
+        "flag_length": f"length_ratio outside {list(dg.LENGTH_RATIO_RANGE)}",
+    }
+    if previous is not None:
+        results["rescored_from"] = str(args.rescore)
+    per_item: dict[str, dict] = {}
+    # The human references through the same checks: what a good summary scores, and how often
+    # the flags fire on one (the length bound is against the budget, which references need not fill).
+    results["degeneracy_reference"], per_item["reference"] = degeneracy(
+        items, [it["reference"] for it in items], args.max_tokens
+    )
+    lead = [lead3(it["document"]) for it in items]
+    results["variants"]["lead-3"] = {"rouge": scorer.score(items, lead)}
+    results["variants"]["lead-3"]["degeneracy"], per_item["lead-3"] = degeneracy(items, lead, args.max_tokens)
     samples = {}
-    for variant in [v.strip() for v in args.engines.split(",") if v.strip()]:
-        if variant not in VARIANTS:
-            ap.error(f"unknown engine variant {variant!r}")
-        preds, info = run_engine(variant, items, args.max_tokens, args.batch)
+    if previous is not None:
+        runs: list[tuple[str, dict | None]] = list(previous.get("summaries", {}).items())
+    else:
+        runs = [(v.strip(), None) for v in args.engines.split(",") if v.strip()]
+    for variant, stored in runs:
+        if previous is not None and stored is not None:
+            preds = [stored[it["id"]] for it in items]
+            info = {k: v for k, v in previous["variants"].get(variant, {}).items() if k not in ("rouge", "degeneracy")}
+        else:
+            if variant not in VARIANTS:
+                ap.error(f"unknown engine variant {variant!r}")
+            preds, info = run_engine(variant, items, args.max_tokens, args.batch)
         results["variants"][variant] = {"rouge": scorer.score(items, preds), **info}
+        results["variants"][variant]["degeneracy"], per_item[variant] = degeneracy(items, preds, args.max_tokens)
         samples[variant] = {it["id"]: p for it, p in zip(items, preds, strict=True)}
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results["summaries"] = samples
+    results["degeneracy_items"] = per_item
     out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     print(f"\nROUGE F1 x100 on {len(items)} items (max {args.max_tokens} new tokens; zh scored per character)")
@@ -166,6 +231,34 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<20} {r['en']['rouge1']:6.2f} {r['en']['rouge2']:6.2f} {r['en']['rougeL']:6.2f} | "
             f"{r['zh']['rouge1']:6.2f} {r['zh']['rouge2']:6.2f} {r['zh']['rougeL']:6.2f} | "
             f"{r['all']['rougeL']:6.2f} | {v.get('generate_s', 0):6.1f}"
+        )
+
+    print(
+        f"\nDegeneracy (means per item; shares of items flagged; target {dg.target_words(args.max_tokens):g} words, "
+        f"a CJK character = 1/{dg.CJK_CHARS_PER_WORD:g} word)\n"
+        f"copy = longest run shared with the source / summary; novel = share of {dg.NGRAM_WORDS}-word / "
+        f"{dg.NGRAM_CJK_CHARS}-char n-grams not in the source; echo = share repeating >= "
+        f"{dg.ECHO_MIN_FRACTION:g} of a prompt instruction; len = words / target; degen = share flagged "
+        f"(echo, or copy >= {dg.COPY_RATIO_MAX:g} with novel < {dg.NOVEL_SHARE_MIN:g}, or len outside "
+        f"[{dg.LENGTH_RATIO_RANGE[0]:g}, {dg.LENGTH_RATIO_RANGE[1]:g}])"
+    )
+    cols = ("copy", "novel", "echo", "len", "degen")
+    print(f"{'variant':<20} " + " | ".join(" ".join(f"{g + ' ' + c:>9}" for c in cols) for g in ("en", "zh", "all")))
+
+    def fmt(x: float | None) -> str:
+        return f"{'-' if x is None else f'{x:.2f}':>9}"
+
+    rows = [(name, v["degeneracy"]) for name, v in results["variants"].items()]
+    for name, d in [("(human reference)", results["degeneracy_reference"]), *rows]:
+        print(
+            f"{name:<20} "
+            + " | ".join(
+                " ".join(
+                    fmt(d[g][k])
+                    for k in ("copy_ratio", "novel_share", "echo_share", "length_ratio", "degenerate_share")
+                )
+                for g in ("en", "zh", "all")
+            )
         )
     print(f"wrote {out}")
     return 0

@@ -68,18 +68,27 @@ def normalize_language(language: str | None, text: str) -> str:
     return lang.split("-")[0]
 
 
+# The prompt's fixed text, as constants so that checks on the output (bench/degeneracy.py: does a
+# summary echo the instruction?) use the very strings the model saw.
+ZH_SYSTEM_PROMPT = "你是一个专业的中文摘要助手。"
+ZH_INSTRUCTION = "请用中文简要概括下面这段文字的要点，只输出摘要："
+EN_INSTRUCTION = "Summarize the text above in one or two sentences."
+# Appended to EN_INSTRUCTION for languages other than en and zh; {language} is a LANGUAGE_NAMES value.
+OTHER_LANGUAGE_SUFFIX = " Write the summary in {language}."
+
+
 def build_messages(text: str, lang: str) -> list[dict[str, str]]:
     if lang == "zh":
         return [
-            {"role": "system", "content": "你是一个专业的中文摘要助手。"},
-            {"role": "user", "content": f"请用中文简要概括下面这段文字的要点，只输出摘要：\n\n{text}"},
+            {"role": "system", "content": ZH_SYSTEM_PROMPT},
+            {"role": "user", "content": f"{ZH_INSTRUCTION}\n\n{text}"},
         ]
     # Text first, instruction last: with SmolLM2-135M this stayed closest to the source
     # (fewer invented facts) among the variants tried; no system message, so the model's own
     # chat template supplies its default one.
-    instruction = "Summarize the text above in one or two sentences."
+    instruction = EN_INSTRUCTION
     if lang != "en":
-        instruction += f" Write the summary in {LANGUAGE_NAMES.get(lang, lang)}."
+        instruction += OTHER_LANGUAGE_SUFFIX.format(language=LANGUAGE_NAMES.get(lang, lang))
     return [{"role": "user", "content": f"{text}\n\n{instruction}"}]
 
 
