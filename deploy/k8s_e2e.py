@@ -287,6 +287,17 @@ def create_secret(c: Cluster, ns: str, api_key: str, pg_password: str, db_host: 
     )
 
 
+def wait_rollouts(c: Cluster, ns: str) -> None:
+    """Until every Deployment of the release has rolled out. helm's --wait counts a Deployment
+    ready at its minimum availability, and the worker's is 0 (maxUnavailable 1: a GPU pool has no
+    spare GPU for a surge pod), so helm returns while its pod still starts its batch Triton sidecar
+    (at SCHED_IDLE on CPU) before the worker. Seen after an upgrade (session 8) and after an install
+    (a fresh-clone CI run: 9/10 pods Ready when `helm install --wait` returned in 37.8 s)."""
+    deployments = c.apps.list_namespaced_deployment(ns, label_selector=f"app.kubernetes.io/instance={RELEASE}")
+    for d in deployments.items:
+        c.k("-n", ns, "rollout", "status", f"deployment/{d.metadata.name}", "--timeout", "10m", timeout=700)
+
+
 def install_cpu(c: Cluster, ns: str, image_args: list[str], res: dict) -> None:
     t0 = time.monotonic()
     c.h(
@@ -303,6 +314,7 @@ def install_cpu(c: Cluster, ns: str, image_args: list[str], res: dict) -> None:
         "20m",
         timeout=1500,
     )
+    wait_rollouts(c, ns)
     res["install_to_ready_s"] = round(time.monotonic() - t0, 1)
     pods = [p for p in c.pods(ns, f"app.kubernetes.io/instance={RELEASE}") if p.status.phase != "Succeeded"]
     res["pods_total"] = len(pods)
@@ -417,12 +429,7 @@ def rollouts_under_load(c: Cluster, ns: str, gw: str, key: str, res: dict) -> No
             timeout=1000,
         )
         res["helm_upgrade_s"] = round(time.monotonic() - t1, 1)
-        # helm's --wait counts a Deployment ready at its minimum availability, and the worker's is
-        # 0 (maxUnavailable 1: a GPU pool has no spare GPU for a surge pod). Its new pod starts its
-        # batch Triton sidecar (at SCHED_IDLE on CPU) before the worker, so wait for every rollout.
-        deployments = c.apps.list_namespaced_deployment(ns, label_selector=f"app.kubernetes.io/instance={RELEASE}")
-        for d in deployments.items:
-            c.k("-n", ns, "rollout", "status", f"deployment/{d.metadata.name}", "--timeout", "10m", timeout=700)
+        wait_rollouts(c, ns)
         res["helm_upgrade_rolled_out_s"] = round(time.monotonic() - t1, 1)
         windows["helm upgrade"] = (t1, time.monotonic())
         time.sleep(5)
