@@ -197,7 +197,6 @@ class SummarizerClient:
                     yield _text(res, "TOKEN_TEXT")
         except InferenceServerException as exc:
             raise await self._failed(client, exc) from None
-        raise TritonFailure("internal", "the stream ended without a summary")
 
 
 _FINAL_OUTPUTS = ("SUMMARY", "INPUT_TOKENS", "OUTPUT_TOKENS", "MODEL")
@@ -230,7 +229,7 @@ async def _one_response(client: grpcclient.InferenceServerClient, request: dict[
         async for res in responses:
             if not _partial(res):
                 return res
-    raise InferenceServerException(msg="the stream ended without a response", status="StatusCode.INTERNAL")
+    raise AssertionError("unreachable: _responses ends with its final response or raises")
 
 
 async def _responses(

@@ -153,6 +153,9 @@ class AiohttpUpstream:
         stream. A connection that died before any response is retried once, as ``call`` does with
         ``retry_disconnect`` (only realtime summaries stream: no side effects)."""
         hdrs = {**headers, "Content-Type": "application/json", "Accept": SSE}
+        # Not call()'s loop: call() also re-sends when the connection dies while its body is read,
+        # which a stream must not (its first events may already be relayed); here only before the
+        # response head.
         for attempt in (1, 2):
             try:
                 resp = await self.http.request(
